@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Causeway",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "causeway", targets: ["causeway"]),
+        .executable(name: "causeway-bench", targets: ["causeway-bench"]),
+    ],
+    dependencies: [
+        // Command-line parsing for `causeway` and `causeway-bench`: subcommands, --help, validation.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLibUV", path: "Sources/CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+        .systemLibrary(name: "CLibPQ", path: "Sources/CLibPQ", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .target(name: "CShims", dependencies: ["CLibUV", "COpenSSL"], path: "Sources/CShims"),
+        .target(name: "Wire", path: "Sources/Wire"),
+        .target(name: "Router", path: "Sources/Router"),
+        .target(name: "LagMonitor", dependencies: ["CLibUV", "CLibPQ", "CShims"], path: "Sources/LagMonitor"),
+        .target(
+            name: "Proxy",
+            dependencies: ["Wire", "Router", "LagMonitor", "CLibUV", "COpenSSL", "CShims"],
+            path: "Sources/Proxy"
+        ),
+        .executableTarget(
+            name: "causeway",
+            dependencies: ["Proxy", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/causeway"
+        ),
+        .executableTarget(
+            name: "causeway-bench",
+            dependencies: [
+                "CLibUV", "CLibPQ", "CShims",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "bench",
+            exclude: ["compare.sh"]
+        ),
+        .testTarget(name: "WireTests", dependencies: ["Wire"], path: "Tests/WireTests"),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Wire"], path: "Tests/ProxyTests"),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,300 @@
+// The configuration model: what conf/causeway.toml says, validated and with defaults filled in.
+// ConfigLoader.swift turns a TOML document into these values; docs/contracts.md lists the schema.
+
+/// A TCP address to listen on: "host:port", or "[ipv6]:port".
+public struct ListenAddress: Sendable, Equatable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses "127.0.0.1:6432", "localhost:6432", "[::1]:6432". Returns nil for anything else,
+    /// including a port outside 1–65535.
+    public init?(parsing text: String) {
+        guard case .success(let address) = ListenAddress.parse(text) else { return nil }
+        self = address
+    }
+
+    /// Like `init?(parsing:)`, with the reason when the text is not an address.
+    static func parse(_ text: String) -> Result<ListenAddress, ListenAddressError> {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else {
+                return .failure(.init(reason: "missing \"]\" after the IPv6 address"))
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else {
+                return .failure(.init(reason: "expected \":port\" after \"]\""))
+            }
+            portText = rest.dropFirst()
+        } else {
+            guard let colon = text.lastIndex(of: ":") else {
+                return .failure(.init(reason: "missing \":port\""))
+            }
+            host = text[..<colon]
+            if host.contains(":") {
+                return .failure(.init(reason: "write IPv6 addresses in brackets, as in \"[::1]:6432\""))
+            }
+            portText = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty else {
+            return .failure(.init(reason: "missing host (use 0.0.0.0 or [::] for all interfaces)"))
+        }
+        guard !host.contains(where: { $0 == " " || $0 == "\t" }) else {
+            return .failure(.init(reason: "host contains a space"))
+        }
+        guard !portText.isEmpty, portText.allSatisfy({ $0.isASCII && $0.isNumber }), let port = Int(portText)
+        else {
+            return .failure(.init(reason: "port must be a number"))
+        }
+        guard (1...65535).contains(port) else {
+            return .failure(.init(reason: "port must be between 1 and 65535"))
+        }
+        return .success(ListenAddress(host: String(host), port: port))
+    }
+
+    /// "host:port", with brackets around IPv6 hosts.
+    public var description: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+struct ListenAddressError: Error {
+    var reason: String
+}
+
+/// How server connections are shared: one per client session, or borrowed per transaction.
+public enum PoolMode: String, Sendable, CaseIterable {
+    case session, transaction
+}
+
+/// How the proxy authenticates clients.
+public enum AuthType: String, Sendable, CaseIterable {
+    case trust, md5
+    case scramSHA256 = "scram-sha-256"
+}
+
+/// Default read consistency (see design.md §6).
+public enum Consistency: String, Sendable, CaseIterable {
+    case eventual, session, strong
+}
+
+/// What a read does when no replica is eligible.
+public enum Fallback: String, Sendable, CaseIterable {
+    case primary, wait, error
+}
+
+/// A backend's configured role; `auto` asks the server (`pg_is_in_recovery()`).
+public enum BackendRole: String, Sendable, CaseIterable {
+    case auto, primary, replica
+}
+
+/// Log verbosity, ordered by severity: debug < info < warn < error.
+public enum LogLevel: String, Sendable, CaseIterable, Comparable {
+    case debug, info, warn, error
+
+    private var severity: Int {
+        switch self {
+        case .debug: 0
+        case .info: 1
+        case .warn: 2
+        case .error: 3
+        }
+    }
+
+    public static func < (lhs: LogLevel, rhs: LogLevel) -> Bool { lhs.severity < rhs.severity }
+}
+
+/// `[proxy]`
+public struct ProxySettings: Sendable, Equatable {
+    public var listen: ListenAddress
+    /// Worker threads; 0 means one per core (resolved by whoever starts the workers, kept as 0 here).
+    public var workers: Int
+    public var poolMode: PoolMode
+    public var zone: String
+    public var adminUsers: [String]
+    /// nil when metrics are disabled (`metrics_listen = ""`).
+    public var metricsListen: ListenAddress?
+    public var authType: AuthType
+    /// `max_client_conn`
+    public var maxClientConnections: Int
+    public var logLevel: LogLevel
+
+    public init(
+        listen: ListenAddress = ListenAddress(host: "127.0.0.1", port: 6432),
+        workers: Int = 0,
+        poolMode: PoolMode = .session,
+        zone: String = "dc1",
+        adminUsers: [String] = ["postgres"],
+        metricsListen: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 9930),
+        authType: AuthType = .scramSHA256,
+        maxClientConnections: Int = 1000,
+        logLevel: LogLevel = .info
+    ) {
+        self.listen = listen
+        self.workers = workers
+        self.poolMode = poolMode
+        self.zone = zone
+        self.adminUsers = adminUsers
+        self.metricsListen = metricsListen
+        self.authType = authType
+        self.maxClientConnections = maxClientConnections
+        self.logLevel = logLevel
+    }
+}
+
+/// `[routing]`
+public struct RoutingSettings: Sendable, Equatable {
+    public var consistency: Consistency
+    public var maxLagMs: Int
+    public var maxLagBytes: Int
+    public var causalWaitMs: Int
+    public var fallback: Fallback
+    public var reportLSN: Bool
+
+    public init(
+        consistency: Consistency = .session,
+        maxLagMs: Int = 1000,
+        maxLagBytes: Int = 16_777_216,
+        causalWaitMs: Int = 0,
+        fallback: Fallback = .primary,
+        reportLSN: Bool = false
+    ) {
+        self.consistency = consistency
+        self.maxLagMs = maxLagMs
+        self.maxLagBytes = maxLagBytes
+        self.causalWaitMs = causalWaitMs
+        self.fallback = fallback
+        self.reportLSN = reportLSN
+    }
+}
+
+/// `[monitor]`
+public struct MonitorSettings: Sendable, Equatable {
+    public var intervalMs: Int
+    public var user: String
+    /// May be empty (then the server must not ask for one, or libpq finds it in ~/.pgpass).
+    public var password: String
+
+    public init(intervalMs: Int = 100, user: String = "postgres", password: String = "") {
+        self.intervalMs = intervalMs
+        self.user = user
+        self.password = password
+    }
+}
+
+/// One `[[backends]]` entry.
+public struct BackendConfig: Sendable, Equatable {
+    public var name: String
+    public var host: String
+    public var port: Int
+    public var role: BackendRole
+    public var zone: String
+    public var weight: Int
+
+    public init(
+        name: String, host: String, port: Int = 5432, role: BackendRole = .auto, zone: String = "dc1",
+        weight: Int = 1
+    ) {
+        self.name = name
+        self.host = host
+        self.port = port
+        self.role = role
+        self.zone = zone
+        self.weight = weight
+    }
+}
+
+/// One `[[users]]` entry. Exactly one of `password` and `scram` is set.
+public struct UserConfig: Sendable, Equatable {
+    public var name: String
+    /// Plain password: used for client auth and to log in to the servers.
+    public var password: String?
+    /// A SCRAM-SHA-256 verifier (as stored in pg_authid) instead of the password.
+    public var scram: ScramVerifier?
+    /// Per-user override of `proxy.auth_type`.
+    public var authType: AuthType?
+
+    public init(name: String, password: String? = nil, scram: ScramVerifier? = nil, authType: AuthType? = nil) {
+        self.name = name
+        self.password = password
+        self.scram = scram
+        self.authType = authType
+    }
+}
+
+/// The whole configuration file.
+public struct CausewayConfig: Sendable, Equatable {
+    public var proxy: ProxySettings
+    public var routing: RoutingSettings
+    public var monitor: MonitorSettings
+    public var backends: [BackendConfig]
+    public var users: [UserConfig]
+
+    public init(
+        proxy: ProxySettings = ProxySettings(),
+        routing: RoutingSettings = RoutingSettings(),
+        monitor: MonitorSettings = MonitorSettings(),
+        backends: [BackendConfig],
+        users: [UserConfig] = []
+    ) {
+        self.proxy = proxy
+        self.routing = routing
+        self.monitor = monitor
+        self.backends = backends
+        self.users = users
+    }
+
+    /// The configured user with this name (names are case-sensitive, as in PostgreSQL).
+    public func user(named name: String) -> UserConfig? {
+        users.first { $0.name == name }
+    }
+
+    /// The configured backend with this name.
+    public func backend(named name: String) -> BackendConfig? {
+        backends.first { $0.name == name }
+    }
+
+    /// The user's own `auth_type`, else `proxy.auth_type`.
+    public func effectiveAuthType(for user: UserConfig) -> AuthType {
+        user.authType ?? proxy.authType
+    }
+}
+
+/// A problem in a configuration file. Messages never contain a password.
+public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The file name as given to `load(path:)` / `parse(_:fileName:)`.
+    public var file: String
+    /// 1-based line, when the problem has one.
+    public var line: Int?
+    /// 1-based column, for syntax errors.
+    public var column: Int?
+    /// Dotted key, e.g. "proxy.pool_mode" or "backends[2].port" (array indexes count from 0).
+    public var key: String?
+    public var message: String
+
+    public init(file: String, line: Int? = nil, column: Int? = nil, key: String? = nil, message: String) {
+        self.file = file
+        self.line = line
+        self.column = column
+        self.key = key
+        self.message = message
+    }
+
+    /// `conf/x.toml:12: proxy.pool_mode: must be one of session, transaction (got "sesion")`
+    public var description: String {
+        var text = file
+        if let line {
+            text += ":\(line)"
+            if let column { text += ":\(column)" }
+        }
+        text += ": "
+        if let key { text += "\(key): " }
+        return text + message
+    }
+}

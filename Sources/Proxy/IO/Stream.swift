@@ -1,0 +1,197 @@
+import CLibUV
+import CShims
+
+/// Who gets told what happens on a stream. Every call happens on the stream's loop thread.
+protocol StreamDelegate: AnyObject {
+    /// `bytes` live in `chunk`; return true to take ownership of the chunk (e.g. forward it),
+    /// false to let the stream recycle it.
+    func stream(_ stream: Stream, didRead bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer) -> Bool
+    /// End of stream or error (a negative libuv status). The stream is being closed.
+    func stream(_ stream: Stream, didEndWith status: Int32)
+    /// The write queue fell below the low-water mark after having been above the high-water mark.
+    func streamDidDrain(_ stream: Stream)
+    func stream(_ stream: Stream, didConnectWith status: Int32)
+}
+
+/// A libuv TCP handle and its buffers. The handle keeps the object alive (a retained pointer in
+/// `handle.data`) until libuv's close callback, so no callback can outlive it.
+final class Stream {
+    static let highWater = 512 * 1024
+    static let lowWater = 128 * 1024
+
+    let handle: UnsafeMutablePointer<uv_tcp_t>
+    unowned let worker: Worker
+    weak var delegate: StreamDelegate?
+    private(set) var isReading = false
+    private(set) var isClosed = false
+    private var wantsDrainNotice = false
+    private var endReported = false
+
+    init(worker: Worker) {
+        self.worker = worker
+        handle = .allocate(capacity: 1)
+        uv_tcp_init(worker.loop, handle)
+        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+    }
+
+    var streamHandle: UnsafeMutablePointer<uv_stream_t> {
+        UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_stream_t.self)
+    }
+
+    var writeQueueSize: Int { Int(uv_stream_get_write_queue_size(streamHandle)) }
+    var isAboveHighWater: Bool { writeQueueSize > Self.highWater }
+
+    func setNoDelay() { _ = cw_tcp_nodelay(handle) }
+
+    func connect(to address: UnsafePointer<sockaddr>) -> Int32 {
+        let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
+        let status = uv_tcp_connect(request, handle, address, streamConnectCallback)
+        if status != 0 { request.deallocate() }
+        return status
+    }
+
+    func startReading() {
+        guard !isReading, !isClosed else { return }
+        if uv_read_start(streamHandle, streamAllocCallback, streamReadCallback) == 0 { isReading = true }
+    }
+
+    func stopReading() {
+        guard isReading, !isClosed else { return }
+        uv_read_stop(streamHandle)
+        isReading = false
+    }
+
+    /// Writes `length` bytes that sit in `chunk`'s data area; the stream owns the chunk afterwards.
+    func write(chunk: UnsafeMutableRawPointer, length: Int) {
+        guard !isClosed else {
+            worker.chunks.give(chunk)
+            return
+        }
+        let request = chunk.assumingMemoryBound(to: uv_write_t.self)
+        var buffer = uv_buf_init(ChunkPool.data(chunk).assumingMemoryBound(to: CChar.self), UInt32(length))
+        let status = uv_write(request, streamHandle, &buffer, 1, streamWriteCallback)
+        if status != 0 {
+            worker.chunks.give(chunk)
+            reportEnd(status)
+            return
+        }
+        if isAboveHighWater { wantsDrainNotice = true }
+    }
+
+    /// Copies `bytes` into chunks and writes them; for proxy-made messages, not relayed data.
+    func write(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let count = min(ChunkPool.capacity, bytes.count - offset)
+            let chunk = worker.chunks.take()
+            bytes.withUnsafeBytes { source in
+                ChunkPool.data(chunk).copyMemory(from: source.baseAddress! + offset, byteCount: count)
+            }
+            write(chunk: chunk, length: count)
+            offset += count
+        }
+    }
+
+    /// Flushes what is queued, then closes. For final error messages and cancel requests.
+    func shutdownAndClose() {
+        guard !isClosed else { return }
+        stopReading()
+        let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
+        if uv_shutdown(request, streamHandle, streamShutdownCallback) != 0 {
+            request.deallocate()
+            close()
+        }
+    }
+
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        isReading = false
+        handle.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, streamCloseCallback) }
+    }
+
+    fileprivate func didWrite(status: Int32) {
+        if status < 0 && status != UV_ECANCELED.rawValue {
+            reportEnd(status)
+            return
+        }
+        if wantsDrainNotice && writeQueueSize < Self.lowWater {
+            wantsDrainNotice = false
+            delegate?.streamDidDrain(self)
+        }
+    }
+
+    fileprivate func reportEnd(_ status: Int32) {
+        guard !endReported else { return }
+        endReported = true
+        delegate?.stream(self, didEndWith: status)
+        close()
+    }
+
+    fileprivate func didRead(_ count: Int, _ data: UnsafeMutableRawPointer?) {
+        guard let data else {
+            if count < 0 { reportEnd(Int32(count)) }
+            return
+        }
+        let chunk = ChunkPool.chunk(fromData: data)
+        if count > 0, !isClosed, let delegate {
+            if !delegate.stream(self, didRead: UnsafeRawBufferPointer(start: data, count: count), chunk: chunk) {
+                worker.chunks.give(chunk)
+            }
+            return
+        }
+        worker.chunks.give(chunk)
+        if count < 0 { reportEnd(Int32(count)) }
+    }
+
+    fileprivate func didConnect(status: Int32) {
+        delegate?.stream(self, didConnectWith: status)
+    }
+
+    fileprivate func didClose() {
+        handle.deallocate()
+        Unmanaged<Stream>.fromOpaque(UnsafeRawPointer(Unmanaged.passUnretained(self).toOpaque())).release()
+    }
+
+    @inline(__always) static func from(_ pointer: UnsafeMutableRawPointer?) -> Stream {
+        Unmanaged<Stream>.fromOpaque(pointer!).takeUnretainedValue()
+    }
+}
+
+private func streamAllocCallback(_ handle: UnsafeMutablePointer<uv_handle_t>?, _ suggested: Int,
+                                 _ buffer: UnsafeMutablePointer<uv_buf_t>?) {
+    let stream = Stream.from(handle?.pointee.data)
+    let chunk = stream.worker.chunks.take()
+    buffer?.pointee = uv_buf_init(ChunkPool.data(chunk).assumingMemoryBound(to: CChar.self), UInt32(ChunkPool.capacity))
+}
+
+private func streamReadCallback(_ handle: UnsafeMutablePointer<uv_stream_t>?, _ count: Int,
+                                _ buffer: UnsafePointer<uv_buf_t>?) {
+    let stream = Stream.from(handle?.pointee.data)
+    stream.didRead(count, buffer.flatMap { UnsafeMutableRawPointer($0.pointee.base) })
+}
+
+private func streamWriteCallback(_ request: UnsafeMutablePointer<uv_write_t>?, _ status: Int32) {
+    guard let request else { return }
+    let stream = Stream.from(request.pointee.handle.pointee.data)
+    stream.worker.chunks.give(UnsafeMutableRawPointer(request))
+    stream.didWrite(status: status)
+}
+
+private func streamConnectCallback(_ request: UnsafeMutablePointer<uv_connect_t>?, _ status: Int32) {
+    guard let request else { return }
+    let stream = Stream.from(request.pointee.handle.pointee.data)
+    request.deallocate()
+    stream.didConnect(status: status)
+}
+
+private func streamShutdownCallback(_ request: UnsafeMutablePointer<uv_shutdown_t>?, _ status: Int32) {
+    guard let request else { return }
+    let stream = Stream.from(request.pointee.handle.pointee.data)
+    request.deallocate()
+    stream.close()
+}
+
+private func streamCloseCallback(_ handle: UnsafeMutablePointer<uv_handle_t>?) {
+    Stream.from(handle?.pointee.data).didClose()
+}

@@ -1,0 +1,204 @@
+import CLibUV
+import CShims
+import Foundation
+import Synchronization
+
+/// Cross-thread handle on a worker: the only part of it another thread may touch.
+final class WorkerControl: @unchecked Sendable {
+    // The async handle is written once by the worker thread before `ready` is signalled and
+    // only passed to uv_async_send (which is thread-safe) afterwards.
+    private var async: UnsafeMutablePointer<uv_async_t>?
+    let command = Mutex<WorkerCommand?>(nil)
+    let ready = DispatchSemaphore(value: 0)
+    let finished = DispatchSemaphore(value: 0)
+    let startError = Mutex<String?>(nil)
+
+    func attach(_ handle: UnsafeMutablePointer<uv_async_t>) { async = handle }
+
+    func send(_ newCommand: WorkerCommand) {
+        command.withLock { current in
+            // An immediate stop overrides a graceful one, never the other way round.
+            if case .stopNow = current { return }
+            current = newCommand
+        }
+        if let async { uv_async_send(async) }
+    }
+}
+
+enum WorkerCommand: Sendable {
+    case stopGracefully(deadlineNanos: UInt64)
+    case stopNow
+}
+
+/// One event loop on one thread, owning its listener, its client sessions and their server
+/// connections. Nothing in here is touched by another thread.
+final class Worker {
+    let index: Int
+    let loop: UnsafeMutablePointer<uv_loop_t>
+    let runtime: ProxyRuntime
+    let chunks = ChunkPool()
+    let log: Log
+    let control: WorkerControl
+    private var listener: UnsafeMutablePointer<uv_tcp_t>?
+    private var async: UnsafeMutablePointer<uv_async_t>?
+    private var timer: UnsafeMutablePointer<uv_timer_t>?
+    private(set) var sessions: [Int32: ClientSession] = [:]
+    var cancelForwarders: [ObjectIdentifier: CancelForwarder] = [:]
+    private var stopDeadline: UInt64?
+    /// Salted-password derivations for server logins, keyed by password+salt+iterations:
+    /// PBKDF2 is deliberately slow and a server's salt never changes.
+    private var derivedKeys: [String: (ScramKeys, [UInt8])] = [:]
+
+    init(index: Int, runtime: ProxyRuntime, control: WorkerControl) {
+        self.index = index
+        self.runtime = runtime
+        self.control = control
+        log = runtime.log("worker")
+        loop = .allocate(capacity: 1)
+        uv_loop_init(loop)
+        loop.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    func run() {
+        let asyncHandle = UnsafeMutablePointer<uv_async_t>.allocate(capacity: 1)
+        uv_async_init(loop, asyncHandle, workerAsyncCallback)
+        asyncHandle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        async = asyncHandle
+        control.attach(asyncHandle)
+        if let problem = listen() {
+            control.startError.withLock { $0 = problem }
+            closeHandles()
+            control.ready.signal()
+            uv_run(loop, UV_RUN_DEFAULT)
+            finish()
+            return
+        }
+        control.ready.signal()
+        uv_run(loop, UV_RUN_DEFAULT)
+        finish()
+    }
+
+    private func finish() {
+        let status = uv_loop_close(loop)
+        if status != 0 { log.warn("loop_close_busy", ["worker": index, "status": status]) }
+        loop.deallocate()
+        control.finished.signal()
+    }
+
+    private func listen() -> String? {
+        let address = runtime.config.proxy.listen
+        let fd = cw_listen_socket(address.host, Int32(address.port), 1024)
+        guard fd >= 0 else {
+            return "cannot listen on \(address.host):\(address.port): \(String(cString: strerror(-fd)))"
+        }
+        let handle = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
+        uv_tcp_init(loop, handle)
+        handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        uv_tcp_open(handle, uv_os_sock_t(fd))
+        let status = handle.withMemoryRebound(to: uv_stream_t.self, capacity: 1) {
+            uv_listen($0, 1024, workerConnectionCallback)
+        }
+        listener = handle
+        if status != 0 { return "cannot listen: \(String(cString: uv_strerror(status)))" }
+        return nil
+    }
+
+    fileprivate func acceptClient() {
+        guard let listener else { return }
+        let stream = Stream(worker: self)
+        let status = listener.withMemoryRebound(to: uv_stream_t.self, capacity: 1) {
+            uv_accept($0, stream.streamHandle)
+        }
+        guard status == 0 else {
+            stream.close()
+            return
+        }
+        stream.setNoDelay()
+        let session = ClientSession(worker: self, client: stream)
+        sessions[session.id] = session
+        session.start()
+    }
+
+    func sessionEnded(_ session: ClientSession) {
+        sessions.removeValue(forKey: session.id)
+        if stopDeadline != nil && sessions.isEmpty { closeHandles() }
+    }
+
+    func deriveScram(password: String, salt: [UInt8], iterations: Int) -> (ScramKeys, [UInt8]) {
+        let key = "\(iterations):\(Crypto.base64(salt)):\(password)"
+        if let known = derivedKeys[key] { return known }
+        let derived = ScramKeys.derive(password: password, salt: salt, iterations: iterations)
+        derivedKeys[key] = derived
+        return derived
+    }
+
+    fileprivate func handleCommand() {
+        guard let command = control.command.withLock({ $0 }) else { return }
+        switch command {
+        case .stopNow:
+            stopListening()
+            for session in Array(sessions.values) { session.shutDown(immediately: true) }
+            closeHandles()
+        case let .stopGracefully(deadline):
+            stopListening()
+            stopDeadline = deadline
+            for session in Array(sessions.values) { session.shutDown(immediately: false) }
+            if sessions.isEmpty {
+                closeHandles()
+            } else if timer == nil {
+                let handle = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
+                uv_timer_init(loop, handle)
+                handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+                uv_timer_start(handle, workerTimerCallback, 100, 100)
+                timer = handle
+            }
+        }
+    }
+
+    fileprivate func checkDeadline() {
+        guard let stopDeadline, cw_monotonic_nanos() >= stopDeadline else { return }
+        log.warn("shutdown_timeout", ["worker": index, "sessions_cut": sessions.count])
+        for session in Array(sessions.values) { session.shutDown(immediately: true) }
+        closeHandles()
+    }
+
+    private func stopListening() {
+        guard let listener else { return }
+        self.listener = nil
+        listener.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
+    }
+
+    private func closeHandles() {
+        stopListening()
+        if let async {
+            self.async = nil
+            async.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
+        }
+        if let timer {
+            self.timer = nil
+            timer.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
+        }
+    }
+
+    static func from(_ pointer: UnsafeMutableRawPointer?) -> Worker {
+        Unmanaged<Worker>.fromOpaque(pointer!).takeUnretainedValue()
+    }
+}
+
+private func workerConnectionCallback(_ server: UnsafeMutablePointer<uv_stream_t>?, _ status: Int32) {
+    guard status == 0 else { return }
+    Worker.from(server?.pointee.data).acceptClient()
+}
+
+private func workerAsyncCallback(_ handle: UnsafeMutablePointer<uv_async_t>?) {
+    Worker.from(handle?.pointee.data).handleCommand()
+}
+
+private func workerTimerCallback(_ handle: UnsafeMutablePointer<uv_timer_t>?) {
+    Worker.from(handle?.pointee.data).checkDeadline()
+}
+
+/// Frees a handle allocated with `UnsafeMutablePointer.allocate`; libuv is done with it here.
+func freeHandleCallback(_ handle: UnsafeMutablePointer<uv_handle_t>?) {
+    handle?.deallocate()
+}

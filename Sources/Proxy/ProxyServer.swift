@@ -1,0 +1,96 @@
+import CLibUV
+import CShims
+import Foundation
+
+/// Starts the workers and waits for a signal: SIGTERM lets sessions finish their transactions
+/// (bounded by `gracefulTimeout`), SIGINT ends them at once.
+public final class ProxyServer {
+    private let runtime: ProxyRuntime
+    private let gracefulTimeoutNanos: UInt64
+    private var controls: [WorkerControl] = []
+    private let log: Log
+
+    public init(runtime: ProxyRuntime, gracefulTimeoutSeconds: Double = 30) {
+        self.runtime = runtime
+        gracefulTimeoutNanos = UInt64(gracefulTimeoutSeconds * 1e9)
+        log = runtime.log("proxy")
+    }
+
+    /// Runs until SIGTERM or SIGINT. Throws if a worker cannot listen.
+    public func run() throws {
+        cw_ignore_sigpipe()
+        let configured = runtime.config.proxy.workers
+        let count = configured > 0 ? configured : max(1, ProcessInfo.processInfo.activeProcessorCount)
+        for index in 0..<count {
+            let control = WorkerControl()
+            controls.append(control)
+            let runtime = self.runtime
+            let thread = Thread {
+                let worker = Worker(index: index, runtime: runtime, control: control)
+                worker.run()
+            }
+            thread.name = "causeway-worker-\(index)"
+            thread.start()
+            control.ready.wait()
+            if let problem = control.startError.withLock({ $0 }) {
+                stopAll(.stopNow)
+                throw ProxyStartError(problem)
+            }
+        }
+        log.info("listening", ["address": "\(runtime.config.proxy.listen.host):\(runtime.config.proxy.listen.port)",
+                               "workers": count, "pool_mode": runtime.config.proxy.poolMode.rawValue,
+                               "backends": runtime.config.backends.map(\.name).joined(separator: ",")])
+        waitForSignal()
+    }
+
+    private func waitForSignal() {
+        let loop = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
+        uv_loop_init(loop)
+        let box = SignalBox(server: self)
+        loop.pointee.data = Unmanaged.passUnretained(box).toOpaque()
+        var handles: [UnsafeMutablePointer<uv_signal_t>] = []
+        for signal in [SIGTERM, SIGINT] {
+            let handle = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 1)
+            uv_signal_init(loop, handle)
+            uv_signal_start(handle, proxySignalCallback, signal)
+            handles.append(handle)
+        }
+        uv_run(loop, UV_RUN_DEFAULT)
+        for handle in handles {
+            handle.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
+        }
+        uv_run(loop, UV_RUN_DEFAULT)
+        uv_loop_close(loop)
+        loop.deallocate()
+        withExtendedLifetime(box) {}
+    }
+
+    fileprivate func handleSignal(_ signal: Int32, loop: UnsafeMutablePointer<uv_loop_t>) {
+        runtime.shuttingDown.store(true, ordering: .relaxed)
+        if signal == SIGINT {
+            log.info("shutdown", ["mode": "immediate"])
+            stopAll(.stopNow)
+        } else {
+            log.info("shutdown", ["mode": "graceful", "timeout_s": Double(gracefulTimeoutNanos) / 1e9])
+            stopAll(.stopGracefully(deadlineNanos: cw_monotonic_nanos() + gracefulTimeoutNanos))
+        }
+        uv_stop(loop)
+    }
+
+    private func stopAll(_ command: WorkerCommand) {
+        for control in controls { control.send(command) }
+        for control in controls { control.finished.wait() }
+        log.info("stopped")
+    }
+}
+
+private final class SignalBox {
+    let server: ProxyServer
+    init(server: ProxyServer) { self.server = server }
+}
+
+private func proxySignalCallback(_ handle: UnsafeMutablePointer<uv_signal_t>?, _ signal: Int32) {
+    guard let handle, let loop = handle.pointee.loop else { return }
+    let box = Unmanaged<SignalBox>.fromOpaque(loop.pointee.data).takeUnretainedValue()
+    box.server.handleSignal(signal, loop: loop)
+}

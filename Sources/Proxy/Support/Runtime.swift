@@ -1,0 +1,113 @@
+import CLibUV
+import Foundation
+import Synchronization
+import Wire
+
+/// A backend address resolved once at start-up, so connecting never blocks a loop on DNS.
+public struct ResolvedBackend: Sendable {
+    public let config: BackendConfig
+    let address: [UInt8] // a sockaddr_in or sockaddr_in6
+
+    var label: String { "\(config.name) (\(config.host):\(config.port))" }
+
+    static func resolve(_ backend: BackendConfig) throws -> ResolvedBackend {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_NUMERICSERV
+        var result: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(backend.host, String(backend.port), &hints, &result)
+        guard status == 0, let first = result else {
+            throw ProxyStartError("cannot resolve backend \(backend.name) host \"\(backend.host)\": \(String(cString: gai_strerror(status)))")
+        }
+        defer { freeaddrinfo(result) }
+        let bytes = Array(UnsafeRawBufferPointer(start: first.pointee.ai_addr, count: Int(first.pointee.ai_addrlen)))
+        return ResolvedBackend(config: backend, address: bytes)
+    }
+}
+
+public struct ProxyStartError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Maps the cancel keys the proxy hands to clients onto the server that currently runs each
+/// client's queries. Shared by all workers: a CancelRequest arrives on a fresh connection that
+/// may land on any worker.
+public final class CancelRegistry: Sendable {
+    struct Target: Sendable {
+        var backend: ResolvedBackend
+        var processID: Int32
+        var secret: [UInt8]
+    }
+
+    private let targets = Mutex<[Int64: Target]>([:])
+
+    static func key(processID: Int32, secret: [UInt8]) -> Int64? {
+        guard secret.count == 4 else { return nil }
+        let secretValue = UInt32(secret[0]) << 24 | UInt32(secret[1]) << 16 | UInt32(secret[2]) << 8 | UInt32(secret[3])
+        return Int64(UInt32(bitPattern: processID)) << 32 | Int64(secretValue)
+    }
+
+    func register(processID: Int32, secret: [UInt8], target: Target) {
+        guard let key = Self.key(processID: processID, secret: secret) else { return }
+        targets.withLock { $0[key] = target }
+    }
+
+    func remove(processID: Int32, secret: [UInt8]) {
+        guard let key = Self.key(processID: processID, secret: secret) else { return }
+        _ = targets.withLock { $0.removeValue(forKey: key) }
+    }
+
+    func lookup(processID: Int32, secret: [UInt8]) -> Target? {
+        guard let key = Self.key(processID: processID, secret: secret) else { return nil }
+        return targets.withLock { $0[key] }
+    }
+}
+
+/// Process-wide counters; relaxed atomics because they are statistics, not synchronisation.
+public final class ProxyCounters: Sendable {
+    let clientConnections = Atomic<Int>(0)
+    let totalClients = Atomic<Int>(0)
+    let nextSessionID = Atomic<Int32>(0)
+
+    func makeSessionID() -> Int32 {
+        let value = nextSessionID.add(1, ordering: .relaxed).newValue & 0x3fff_ffff
+        return value == 0 ? 1 : value
+    }
+}
+
+/// Everything the workers share, immutable apart from the locked registries inside.
+public final class ProxyRuntime: Sendable {
+    public let config: CausewayConfig
+    public let logLevel: LogLevel
+    let backends: [ResolvedBackend]
+    /// SCRAM keys per user: derived once from plain passwords (random salt per process) or taken
+    /// from configured verifiers.
+    let scramKeys: [String: ScramKeys]
+    let cancels = CancelRegistry()
+    let counters = ProxyCounters()
+    let shuttingDown = Atomic<Bool>(false)
+
+    public init(config: CausewayConfig) throws {
+        self.config = config
+        logLevel = config.proxy.logLevel
+        backends = try config.backends.map(ResolvedBackend.resolve)
+        var keys: [String: ScramKeys] = [:]
+        for user in config.users {
+            if let verifier = user.scram {
+                keys[user.name] = ScramKeys(verifier: verifier)
+            } else if let password = user.password {
+                keys[user.name] = ScramKeys.derive(password: password, salt: Crypto.randomBytes(16), iterations: 4096).keys
+            }
+        }
+        scramKeys = keys
+    }
+
+    func log(_ component: String) -> Log { Log(component: component, minimumLevel: logLevel) }
+
+    /// Backends to try for the primary, in order: those declared primary, then `auto` ones
+    /// (a standby among them is recognised by its `in_hot_standby` report and skipped).
+    var primaryCandidates: [ResolvedBackend] {
+        backends.filter { $0.config.role == .primary } + backends.filter { $0.config.role == .auto }
+    }
+}
