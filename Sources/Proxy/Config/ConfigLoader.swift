@@ -263,7 +263,8 @@ struct ConfigLoader {
                 if let primary {
                     report(
                         line: line, key: t.path(of: "role"),
-                        "only one backend may have role \"primary\" (\(primary.path) on line \(primary.line) already does); use \"auto\" to follow failovers"
+                        "only one backend may have role \"primary\" (\(primary.path) on line \(primary.line) already does);"
+                            + " use \"auto\" to follow failovers"
                     )
                 } else {
                     primary = (t.path, line)
@@ -279,7 +280,8 @@ struct ConfigLoader {
         if entries.isEmpty, root["users"] == nil, proxy.authType != .trust {
             report(
                 line: authTypeLine, key: authTypeLine == nil ? "users" : "proxy.auth_type",
-                "at least one [[users]] table is required when proxy.auth_type is \"\(proxy.authType.rawValue)\" (only \"trust\" works without users)"
+                "at least one [[users]] table is required when proxy.auth_type is \"\(proxy.authType.rawValue)\""
+                    + " (only \"trust\" works without users)"
             )
         }
         var users: [UserConfig] = []
@@ -329,19 +331,22 @@ struct ConfigLoader {
                         if let authType, authType.value == .md5 {
                             report(
                                 line: authType.line, key: t.path(of: "auth_type"),
-                                "md5 needs the plain password, but \(display) has only a scram verifier; set password instead of scram, or use \"scram-sha-256\""
+                                "md5 needs the plain password, but \(display) has only a scram verifier;"
+                                    + " set password instead of scram, or use \"scram-sha-256\""
                             )
                         } else {
                             report(
                                 line: scram.line, key: t.path(of: "scram"),
-                                "proxy.auth_type is md5, which needs the plain password; set password instead of scram, or set auth_type = \"scram-sha-256\" for \(display)"
+                                "proxy.auth_type is md5, which needs the plain password; set password instead of scram,"
+                                    + " or set auth_type = \"scram-sha-256\" for \(display)"
                             )
                         }
                     }
                 case .failure(let problem):
                     report(
                         line: scram.line, key: t.path(of: "scram"),
-                        "not a valid SCRAM-SHA-256 verifier (\(problem.reason)); expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> as in pg_authid"
+                        "not a valid SCRAM-SHA-256 verifier (\(problem.reason)); expected"
+                            + " SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> as in pg_authid"
                     )
                 }
             }

@@ -610,7 +610,8 @@ private struct TOMLParser {
         default:
             // Don't echo the character: the string may be a password.
             throw error(
-                "invalid escape sequence in a string (allowed: \\\" \\\\ \\b \\f \\n \\r \\t \\uXXXX \\UXXXXXXXX; use '...' for text with backslashes)",
+                "invalid escape sequence in a string (allowed: \\\" \\\\ \\b \\f \\n \\r \\t \\uXXXX \\UXXXXXXXX;"
+                    + " use '...' for text with backslashes)",
                 at: backslash)
         }
     }
