@@ -29,6 +29,7 @@ final class ClientSession: StreamDelegate {
     private var currentBackend: ResolvedBackend?
     private var connectFailures: [String] = []
     private var countedAsClient = false
+    private var serverConnected = false
     private var registeredCancelKey = false
 
     private var clientScanner = MessageScanner(interestingTypes: [])
@@ -121,6 +122,7 @@ final class ClientSession: StreamDelegate {
             return
         }
         stream.setNoDelay()
+        serverConnected = true
         phase = .loggingIn
         backend = BackendDecoder()
         let secret: ServerLogin.Secret
@@ -478,7 +480,8 @@ final class ClientSession: StreamDelegate {
         guard let server else { return }
         self.server = nil
         server.delegate = nil
-        if !clientTerminated && phase != .connectingServer {
+        defer { serverConnected = false }
+        if serverConnected && !clientTerminated {
             // Rolls back any open transaction before the server even notices the socket closing.
             server.write(FrontendMessage.terminate.encoded())
         }
