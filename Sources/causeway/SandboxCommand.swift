@@ -74,6 +74,10 @@ struct SandboxCommand: ParsableCommand {
         @OptionGroup var location: DirOption
 
         func run() throws {
+            guard FileManager.default.fileExists(atPath: location.dir) else {
+                print("No sandbox in \(location.dir); nothing to do.")
+                return
+            }
             try Sandbox.down(dir: location.dir)
             print("Sandbox in \(location.dir) stopped and removed.")
         }

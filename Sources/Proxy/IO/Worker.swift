@@ -1,6 +1,7 @@
 import CLibUV
 import CShims
 import Foundation
+import Router
 import Synchronization
 
 /// Cross-thread handle on a worker: the only part of it another thread may touch.
@@ -48,12 +49,19 @@ final class Worker {
     /// Salted-password derivations for server logins, keyed by password+salt+iterations:
     /// PBKDF2 is deliberately slow and a server's salt never changes.
     private var derivedKeys: [String: (ScramKeys, [UInt8])] = [:]
+    /// Query-text classifications; the Router's work is cached per worker.
+    let classifications = ClassificationCache()
+    /// Sessions of this worker reading from each backend, for spreading them over replicas.
+    private(set) var replicaLoad: [Int]
+    /// This worker's routing statistics; plain integers, only this thread touches them.
+    var stats = WorkerStats()
 
     init(index: Int, runtime: ProxyRuntime, control: WorkerControl) {
         self.index = index
         self.runtime = runtime
         self.control = control
         log = runtime.log("worker")
+        replicaLoad = Array(repeating: 0, count: runtime.backends.count)
         loop = .allocate(capacity: 1)
         uv_loop_init(loop)
         loop.pointee.data = Unmanaged.passUnretained(self).toOpaque()
@@ -122,6 +130,14 @@ final class Worker {
     func sessionEnded(_ session: ClientSession) {
         sessions.removeValue(forKey: session.id)
         if stopDeadline != nil && sessions.isEmpty { closeHandles() }
+    }
+
+    func adoptReplica(_ index: Int) {
+        if replicaLoad.indices.contains(index) { replicaLoad[index] += 1 }
+    }
+
+    func releaseReplica(_ index: Int) {
+        if replicaLoad.indices.contains(index) { replicaLoad[index] = max(0, replicaLoad[index] - 1) }
     }
 
     func deriveScram(password: String, salt: [UInt8], iterations: Int) -> (ScramKeys, [UInt8]) {
@@ -201,4 +217,18 @@ private func workerTimerCallback(_ handle: UnsafeMutablePointer<uv_timer_t>?) {
 /// Frees a handle allocated with `UnsafeMutablePointer.allocate`; libuv is done with it here.
 func freeHandleCallback(_ handle: UnsafeMutablePointer<uv_handle_t>?) {
     handle?.deallocate()
+}
+
+/// Counters kept per worker so the hot path never touches shared memory.
+struct WorkerStats {
+    var routeReasons: [RouteReason: Int] = [:]
+    var unitsToPrimary = 0
+    var unitsToReplicas = 0
+    var unitsPerBackend: [Int: Int] = [:]
+
+    mutating func countUnit(backend: Int, toPrimary: Bool, reason: RouteReason) {
+        routeReasons[reason, default: 0] += 1
+        unitsPerBackend[backend, default: 0] += 1
+        if toPrimary { unitsToPrimary += 1 } else { unitsToReplicas += 1 }
+    }
 }

@@ -103,9 +103,12 @@ public enum Sandbox {
         do {
             try builder.build(log: log)
         } catch {
-            let tails = state.nodes.compactMap { node -> String? in
-                let text = SandboxFiles.tail(state.logFile(node.name), lines: 25)
-                return text.isEmpty ? nil : "--- last lines of \(state.logFile(node.name)) ---\n\(text)"
+            // The server started last is the likely culprit: more of its log, and last.
+            let culprit = builder.started.last
+            let order = state.nodes.map(\.name).filter { $0 != culprit } + (culprit.map { [$0] } ?? [])
+            let tails = order.compactMap { name -> String? in
+                let text = SandboxFiles.tail(state.logFile(name), lines: name == culprit ? 30 : 8)
+                return text.isEmpty ? nil : "--- last lines of \(state.logFile(name)) ---\n\(text)"
             }
             builder.stopStarted()
             if createdDir {
@@ -130,7 +133,7 @@ public enum Sandbox {
             throw SandboxError("no sandbox in \(dir) (no \(SandboxDefaults.envFile)); start one with `causeway sandbox up --dir \(dir)`")
         }
         let state = try SandboxState.load(dir: dir)
-        let host = try SandboxHost.detect(preferredBindir: state.bindir)
+        let host = try SandboxHost.detect(preferredBindir: state.bindir, existingDir: dir)
         return statusText(state, host: host)
     }
 
@@ -143,8 +146,12 @@ public enum Sandbox {
         guard SandboxFiles.exists(dir + "/" + SandboxDefaults.markerFile) || SandboxFiles.exists(envPath) else {
             throw SandboxError("\(dir) is not a causeway sandbox (no \(SandboxDefaults.markerFile)); refusing to delete it")
         }
+        if geteuid() != 0, let owner = SandboxFiles.owner(of: dir), owner != geteuid() {
+            let name = SandboxServerUser.lookup(uid: owner)?.name ?? "uid \(owner)"
+            throw SandboxError("the sandbox in \(dir) belongs to \(name), whose servers only \(name) or root can stop; run `causeway sandbox down` as root or as \(name)")
+        }
         let state = SandboxFiles.exists(envPath) ? try? SandboxState.load(dir: dir) : nil
-        let host = try SandboxHost.detect(preferredBindir: state?.bindir)
+        let host = try SandboxHost.detect(preferredBindir: state?.bindir, existingDir: dir)
         let runner = host.runner(workDir: dir)
 
         // Every data directory in D, replicas before the primary so they do not log reconnect noise.
@@ -155,11 +162,11 @@ public enum Sandbox {
         var failures: [String] = []
         for name in dataDirs {
             let dataDir = dir + "/" + name
-            guard isRunning(dataDir, runner: runner) else { continue }
+            guard isRunning(dataDir, port: nil, runner: runner) else { continue }
             let fast = try runner.pg("pg_ctl", ["-D", dataDir, "-m", "fast", "-w", "-t", "60", "stop"], timeout: 90)
             if fast.succeeded { continue }
             let immediate = try runner.pg("pg_ctl", ["-D", dataDir, "-m", "immediate", "-w", "-t", "30", "stop"], timeout: 60)
-            if !immediate.succeeded && isRunning(dataDir, runner: runner) {
+            if !immediate.succeeded && isRunning(dataDir, port: nil, runner: runner) {
                 failures.append("\(name): \(immediate.output.trimmingCharacters(in: .whitespacesAndNewlines))")
             }
         }
@@ -178,10 +185,10 @@ public enum Sandbox {
 
     private static func resume(dir: String, options: SandboxOptions, log: (String) -> Void) throws -> String {
         let state = try SandboxState.load(dir: dir)
-        let host = try SandboxHost.detect(preferredBindir: state.bindir)
+        let host = try SandboxHost.detect(preferredBindir: state.bindir, existingDir: dir)
         let runner = host.runner(workDir: dir)
         var started: [String] = []
-        for node in state.nodes where !isRunning(state.dataDir(node.name), runner: runner) {
+        for node in state.nodes where !isRunning(state.dataDir(node.name), port: node.port, runner: runner) {
             log("starting \(node.name) on port \(node.port)")
             let result = try runner.pg(
                 "pg_ctl", ["-D", state.dataDir(node.name), "-l", state.logFile(node.name), "-w", "-t", "60", "start"], timeout: 90)
@@ -201,7 +208,7 @@ public enum Sandbox {
             || (options.portBase != nil && options.portBase != state.primaryPort) {
             header += "\nIts layout differs from the options given (\(state.replicaPorts.count) replicas, delay \(state.delayMs) ms, primary port \(state.primaryPort)); run `causeway sandbox down --dir \(options.dir)` first to change it."
         }
-        return header + "\n\n" + statusText(state, host: host) + "\n\n" + summary(state, version: nil, header: nil)
+        return header + "\n\n" + statusText(state, host: host) + "\n\n" + summary(state, version: host.version, header: nil)
     }
 
     // MARK: - Helpers
@@ -215,9 +222,17 @@ public enum Sandbox {
         return standardized.count > 1 && standardized.hasSuffix("/") ? String(standardized.dropLast()) : standardized
     }
 
-    static func isRunning(_ dataDir: String, runner: SandboxRunner) -> Bool {
-        guard SandboxFiles.exists(dataDir + "/postmaster.pid") else { return false }
-        return (try? runner.pg("pg_ctl", ["-D", dataDir, "status"], timeout: 30).succeeded) ?? false
+    /// `pg_ctl status`; when the data directory exists but cannot be read (another user's
+    /// sandbox), whether something listens on `port`.
+    static func isRunning(_ dataDir: String, port: Int?, runner: SandboxRunner) -> Bool {
+        guard let result = try? runner.pg("pg_ctl", ["-D", dataDir, "status"], timeout: 30) else { return false }
+        switch result.status {
+        case 0: return true
+        case 3: return false
+        default:
+            guard let port, SandboxFiles.isDirectory(dataDir) else { return false }
+            return SandboxNet.isListening(port)
+        }
     }
 
     private static func allocatePorts(_ options: SandboxOptions) throws -> [Int] {
@@ -272,7 +287,9 @@ public enum Sandbox {
 
     static func statusText(_ state: SandboxState, host: SandboxHost) -> String {
         let runner = host.runner(workDir: state.dir)
-        let running = Dictionary(uniqueKeysWithValues: state.nodes.map { ($0.name, isRunning(state.dataDir($0.name), runner: runner)) })
+        let running = Dictionary(uniqueKeysWithValues: state.nodes.map {
+            ($0.name, isRunning(state.dataDir($0.name), port: $0.port, runner: runner))
+        })
 
         // Replication as the primary sees it: name -> (state, replay lsn, lag bytes, lag ms).
         var replication: [String: [String]] = [:]
@@ -324,12 +341,14 @@ public enum Sandbox {
             table.append(row)
         }
 
-        var lines = ["Sandbox \(state.dir)" + (host.version.isEmpty ? "" : " (PostgreSQL \(host.version))")]
-        lines.append(contentsOf: formatTable(table))
         let proxyUp = SandboxNet.isListening(state.proxyPort)
         let metricsUp = SandboxNet.isListening(state.metricsPort)
-        lines.append("proxy    127.0.0.1:\(state.proxyPort)  \(proxyUp ? "listening" : "not listening (start it: causeway --config \(state.configPath))")")
-        lines.append("metrics  127.0.0.1:\(state.metricsPort)  \(metricsUp ? "listening" : "not listening")")
+        table.append(["proxy", String(state.proxyPort), proxyUp ? "listening" : "stopped", "", "", "", "", "",
+                      proxyUp ? "" : "start it: causeway --config \(state.configPath)"])
+        table.append(["metrics", String(state.metricsPort), metricsUp ? "listening" : "stopped", "", "", "", "", "", ""])
+
+        var lines = ["Sandbox \(state.dir)" + (host.version.isEmpty ? "" : " (PostgreSQL \(host.version))")]
+        lines.append(contentsOf: formatTable(table))
         return lines.joined(separator: "\n")
     }
 
@@ -363,12 +382,18 @@ struct SandboxHost: Sendable {
 
     static let requiredTools = ["initdb", "pg_ctl", "postgres", "pg_basebackup", "psql"]
 
-    static func detect(preferredBindir: String? = nil) throws -> SandboxHost {
+    /// When root, the servers run as `postgres`, or for an existing sandbox as the owner of its
+    /// directory (a sandbox made by a non-root user runs as that user).
+    static func detect(preferredBindir: String? = nil, existingDir: String? = nil) throws -> SandboxHost {
         let bindir = try findBindir(preferred: preferredBindir)
         var serverUser: SandboxServerUser?
         var runuserPath: String?
         if geteuid() == 0 {
-            guard let user = SandboxServerUser.lookup() else {
+            var owner: SandboxServerUser?
+            if let dir = existingDir, let uid = SandboxFiles.owner(of: dir), uid != 0 {
+                owner = SandboxServerUser.lookup(uid: uid)
+            }
+            guard let user = owner ?? SandboxServerUser.lookup() else {
                 throw SandboxError("running as root, but there is no `postgres` user to run the servers as (initdb refuses root); install postgresql (scripts/install-deps.sh) or run as a non-root user")
             }
             guard let runuser = SandboxProcess.firstExecutable(["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser", "/bin/runuser"]) else {
@@ -448,7 +473,8 @@ struct SandboxBuilder {
 
         let versionText = host.version.isEmpty ? "" : "PostgreSQL \(host.version) "
         log("using \(versionText)binaries in \(host.bindir)" + (owner.map { "; servers run as \($0.name)" } ?? ""))
-        log("ports: primary \(state.primaryPort), replicas \(state.replicaPorts.map(String.init).joined(separator: " ")), proxy \(state.proxyPort), metrics \(state.metricsPort)")
+        let replicaPorts = state.replicaPorts.isEmpty ? "none" : state.replicaPorts.map(String.init).joined(separator: " ")
+        log("ports: primary \(state.primaryPort), replicas \(replicaPorts), proxy \(state.proxyPort), metrics \(state.metricsPort)")
 
         // Primary.
         let primary = SandboxDefaults.primaryName

@@ -28,11 +28,30 @@ struct SandboxServerUser: Sendable {
     var gid: gid_t
     var home: String
 
-    /// `postgres`, looked up in the password database.
+    /// `postgres` (or `name`), looked up in the password database.
     static func lookup(_ name: String = "postgres") -> SandboxServerUser? {
         guard let entry = getpwnam(name) else { return nil }
-        let home = entry.pointee.pw_dir.map { String(cString: $0) } ?? "/"
-        return SandboxServerUser(name: name, uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid, home: home)
+        return SandboxServerUser(entry.pointee)
+    }
+
+    static func lookup(uid: uid_t) -> SandboxServerUser? {
+        guard let entry = getpwuid(uid) else { return nil }
+        return SandboxServerUser(entry.pointee)
+    }
+
+    init(name: String, uid: uid_t, gid: gid_t, home: String) {
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.home = home
+    }
+
+    private init?(_ entry: passwd) {
+        guard let name = entry.pw_name else { return nil }
+        self.name = String(cString: name)
+        self.uid = entry.pw_uid
+        self.gid = entry.pw_gid
+        self.home = entry.pw_dir.map { String(cString: $0) } ?? "/"
     }
 }
 
@@ -159,6 +178,53 @@ enum SandboxProcess {
             throw SandboxError("cannot start \(executable): \(error.localizedDescription)")
         }
 
+        let (status, timedOut) = wait(for: process, timeout: timeout)
+        let output = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
+        if timedOut {
+            let name = (executable as NSString).lastPathComponent
+            throw SandboxError("\(name) \(arguments.joined(separator: " ")) did not finish within \(Int(timeout)) s\n\(output)")
+        }
+        return SandboxCommandResult(status: status, output: output)
+    }
+
+    /// Waits for `process` to exit and returns its status (128 + signal when killed).
+    ///
+    /// Not `Process.waitUntilExit()`: on Linux, Foundation learns of a child's exit when a socket it
+    /// hands the child is closed, and `pg_ctl start` passes that socket on to the postmaster it
+    /// leaves running, so Foundation would not notice pg_ctl's exit until the server stops. Instead
+    /// the child is polled with waitid(WNOWAIT), which sees it exit without reaping it (Foundation
+    /// still reaps it). After `timeout` it gets SIGTERM, then SIGKILL.
+    private static func wait(for process: Process, timeout: TimeInterval) -> (status: Int32, timedOut: Bool) {
+        #if os(Linux)
+        let pid = process.processIdentifier
+        let deadline = Date().addingTimeInterval(timeout)
+        var timedOut = false
+        var killAt: Date?
+        while true {
+            var info = siginfo_t()
+            let rc = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
+            if rc == 0, info._sifields._sigchld.si_pid == pid {
+                let code = info._sifields._sigchld.si_status
+                let status = info.si_code == Int32(CLD_EXITED) ? code : 128 + code
+                return (status, timedOut)
+            }
+            if rc == -1 && errno == ECHILD {
+                // Foundation reaped it already, so its own record is (about to be) complete.
+                process.waitUntilExit()
+                return (process.terminationStatus, timedOut)
+            }
+            let now = Date()
+            if !timedOut && now > deadline {
+                timedOut = true
+                kill(pid, SIGTERM)
+                killAt = now.addingTimeInterval(5)
+            } else if let at = killAt, now > at {
+                kill(pid, SIGKILL)
+                killAt = nil
+            }
+            usleep(10_000)
+        }
+        #else
         let deadline = Date().addingTimeInterval(timeout)
         var timedOut = false
         while process.isRunning {
@@ -167,15 +233,11 @@ enum SandboxProcess {
                 process.terminate()
                 break
             }
-            usleep(20_000)
+            usleep(10_000)
         }
         process.waitUntilExit()
-        let output = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
-        if timedOut {
-            let name = (executable as NSString).lastPathComponent
-            throw SandboxError("\(name) \(arguments.joined(separator: " ")) did not finish within \(Int(timeout)) s\n\(output)")
-        }
-        return SandboxCommandResult(status: process.terminationStatus, output: output)
+        return (process.terminationStatus, timedOut)
+        #endif
     }
 
     /// The first of `candidates` that exists and is executable.

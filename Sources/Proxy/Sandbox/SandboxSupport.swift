@@ -331,6 +331,12 @@ enum SandboxFiles {
         }
     }
 
+    /// The uid that owns `path`.
+    static func owner(of path: String) -> uid_t? {
+        var info = stat()
+        return stat(path, &info) == 0 ? info.st_uid : nil
+    }
+
     static func chown(_ path: String, to user: SandboxServerUser) throws {
         #if canImport(Glibc) || canImport(Musl)
         let rc = Glibc.chown(path, user.uid, user.gid)

@@ -1,5 +1,6 @@
 import CLibUV
 import Foundation
+import Router
 import Synchronization
 import Wire
 
@@ -87,6 +88,8 @@ public final class ProxyRuntime: Sendable {
     let cancels = CancelRegistry()
     let counters = ProxyCounters()
     let shuttingDown = Atomic<Bool>(false)
+    let policy: RoutingPolicy
+    private let topologySource: @Sendable () -> Topology
 
     public init(config: CausewayConfig) throws {
         self.config = config
@@ -101,6 +104,42 @@ public final class ProxyRuntime: Sendable {
             }
         }
         scramKeys = keys
+        policy = RoutingPolicy(
+            consistency: ConsistencyMode(rawValue: config.routing.consistency.rawValue) ?? .session,
+            maxLagMs: config.routing.maxLagMs,
+            maxLagBytes: UInt64(max(0, config.routing.maxLagBytes)),
+            fallback: FallbackMode(rawValue: config.routing.fallback.rawValue) ?? .primary,
+            zone: config.proxy.zone,
+            causalWaitMs: config.routing.causalWaitMs)
+        let fixed = Self.declaredTopology(config)
+        topologySource = { fixed }
+    }
+
+    /// The latest view of the cluster the routing decisions use.
+    func topology() -> Topology { topologySource() }
+
+    /// Roles as declared in the configuration (`auto` counts as primary for the first such
+    /// backend when none is declared): used until a monitor has measured the cluster.
+    static func declaredTopology(_ config: CausewayConfig) -> Topology {
+        let declaresPrimary = config.backends.contains { $0.role == .primary }
+        var primaryTaken = declaresPrimary
+        let statuses = config.backends.enumerated().map { index, backend -> BackendStatus in
+            var role: BackendRoleObserved
+            switch backend.role {
+            case .primary: role = .primary
+            case .replica: role = .replica
+            case .auto:
+                role = primaryTaken ? .replica : .primary
+                primaryTaken = true
+            }
+            return BackendStatus(index: index, name: backend.name, zone: backend.zone, weight: backend.weight, role: role)
+        }
+        return Topology(generation: 0, backends: statuses)
+    }
+
+    var primaryCandidateIndexes: [Int] {
+        backends.indices.filter { backends[$0].config.role == .primary }
+            + backends.indices.filter { backends[$0].config.role == .auto }
     }
 
     func log(_ component: String) -> Log { Log(component: component, minimumLevel: logLevel) }

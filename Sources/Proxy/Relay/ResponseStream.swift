@@ -1,0 +1,208 @@
+import Wire
+
+/// Follows one server connection's response stream and decides, message by message, what reaches
+/// the client. Responses to requests the proxy injected itself (replayed SETs, re-prepared
+/// statements, LSN captures) are swallowed; everything else is forwarded untouched. When nothing
+/// is swallowed in a chunk — the common case — the chunk is forwarded as it is, without a copy.
+///
+/// Pure value type: feed it bytes, it reports events and which byte ranges to forward.
+struct ResponseStream {
+    enum Expectation: Equatable {
+        /// A whole proxy-made request: swallow everything through its ReadyForQuery.
+        case internalRequest(tag: Int)
+        /// Proxy-made Parse/Close messages placed before a client's batch: swallow that many
+        /// ParseComplete/CloseComplete. An error ends the swallowing (the client must see it).
+        case injectedCompletions(count: Int)
+        /// Client requests already in flight ahead of a later internal one: forward through that
+        /// many ReadyForQuery messages.
+        case clientReadies(count: Int)
+    }
+
+    enum Event {
+        /// A ReadyForQuery that belongs to the client (forwarded).
+        case clientReady(BackendMessage.TransactionStatus)
+        /// A message of an internal request, with its body when small enough to capture.
+        case internalMessage(tag: Int, type: UInt8, body: ArraySlice<UInt8>?)
+        /// The ReadyForQuery that ends an internal request.
+        case internalDone(tag: Int, status: BackendMessage.TransactionStatus)
+        /// A forwarded ErrorResponse whose severity is FATAL or PANIC: the server is going away.
+        case fatalError
+        /// A forwarded ErrorResponse (body captured when small), for SQLSTATE-based decisions.
+        case clientError(ArraySlice<UInt8>?)
+        case copyInStarted
+        case copyOutStarted
+    }
+
+    private(set) var expectations: [Expectation] = []
+    private var head = 0
+
+    private var headerBytes: (UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0)
+    private var headerCount = 0
+    private var bodyRemaining = 0
+    private var forwarding = true
+    private var capture: [UInt8] = []
+    private var capturing = false
+    private var currentTag = -1
+    private let captureLimit = 8192
+    let maximumLength: Int
+
+    init(maximumLength: Int = 1 << 30) {
+        self.maximumLength = maximumLength
+        capture.reserveCapacity(256)
+    }
+
+    var isAtBoundary: Bool { headerCount == 0 && bodyRemaining == 0 }
+    var hasExpectations: Bool { head < expectations.count }
+
+    mutating func expect(_ expectation: Expectation) {
+        if head > 0 && head == expectations.count {
+            expectations.removeAll(keepingCapacity: true)
+            head = 0
+        }
+        expectations.append(expectation)
+    }
+
+    /// Processes `bytes`. Returns nil when the whole buffer is to be forwarded, otherwise the
+    /// ranges to forward (possibly empty).
+    mutating func process(_ bytes: UnsafeRawBufferPointer, onEvent: (Event) -> Void) throws(WireError) -> [Range<Int>]? {
+        var ranges: [Range<Int>]? = nil
+        var forwardStart = 0
+        var index = 0
+        let count = bytes.count
+
+        func skipRange(_ start: Int, _ end: Int) {
+            // Bytes [start, end) are not forwarded: close the current forward run.
+            if ranges == nil { ranges = [] }
+            if forwardStart < start { ranges!.append(forwardStart..<start) }
+            forwardStart = end
+        }
+
+        while index < count {
+            if headerCount == 0 && bodyRemaining == 0 {
+                // A message starts here: its type decides its fate.
+                let type = bytes[index]
+                forwarding = decideForwarding(type)
+                capturing = !forwarding || type == BackendMessage.TypeByte.errorResponse
+                    || type == BackendMessage.TypeByte.readyForQuery
+                capture.removeAll(keepingCapacity: true)
+            }
+            if headerCount < 5 {
+                let start = index
+                while headerCount < 5 && index < count {
+                    setHeaderByte(headerCount, bytes[index])
+                    headerCount += 1
+                    index += 1
+                }
+                if !forwarding { skipRange(start, index) }
+                if headerCount < 5 { break }
+                let length = Int32(bitPattern: UInt32(headerBytes.1) << 24 | UInt32(headerBytes.2) << 16
+                    | UInt32(headerBytes.3) << 8 | UInt32(headerBytes.4))
+                guard length >= 4 else { throw .invalidLength(type: headerBytes.0, length: length) }
+                guard Int(length) <= maximumLength else {
+                    throw .oversized(type: headerBytes.0, length: Int(length), limit: maximumLength)
+                }
+                bodyRemaining = Int(length) - 4
+                if bodyRemaining > captureLimit { capturing = false }
+            }
+            let take = min(bodyRemaining, count - index)
+            if take > 0 {
+                if capturing {
+                    capture.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[index..<(index + take)]))
+                }
+                if !forwarding { skipRange(index, index + take) }
+                index += take
+                bodyRemaining -= take
+            }
+            if bodyRemaining == 0 {
+                headerCount = 0
+                finishMessage(onEvent)
+            }
+        }
+        if ranges != nil && forwardStart < count { ranges!.append(forwardStart..<count) }
+        return ranges
+    }
+
+    private mutating func decideForwarding(_ type: UInt8) -> Bool {
+        guard head < expectations.count else { return true }
+        switch expectations[head] {
+        case let .internalRequest(tag):
+            // Asynchronous messages (NOTIFY, notices, ParameterStatus) still belong to the client.
+            switch type {
+            case BackendMessage.TypeByte.notification, BackendMessage.TypeByte.noticeResponse,
+                 BackendMessage.TypeByte.parameterStatus:
+                return true
+            default:
+                currentTag = tag
+                return false
+            }
+        case .injectedCompletions:
+            return !(type == BackendMessage.TypeByte.parseComplete || type == BackendMessage.TypeByte.closeComplete)
+        case .clientReadies:
+            return true
+        }
+    }
+
+    private mutating func finishMessage(_ onEvent: (Event) -> Void) {
+        let type = headerBytes.0
+        if forwarding {
+            switch type {
+            case BackendMessage.TypeByte.readyForQuery:
+                if head < expectations.count, case let .clientReadies(remaining) = expectations[head] {
+                    if remaining <= 1 { head += 1 } else { expectations[head] = .clientReadies(count: remaining - 1) }
+                }
+                if let status = capturedStatus() { onEvent(.clientReady(status)) }
+            case BackendMessage.TypeByte.errorResponse:
+                onEvent(.clientError(capturing ? capture[...] : nil))
+                if capturing, Self.isFatal(capture[...]) { onEvent(.fatalError) }
+                // An error cancels the rest of an injected-completion run: the server skips to Sync.
+                if head < expectations.count, case .injectedCompletions = expectations[head] { head += 1 }
+            case BackendMessage.TypeByte.copyInResponse:
+                onEvent(.copyInStarted)
+            case BackendMessage.TypeByte.copyOutResponse:
+                onEvent(.copyOutStarted)
+            default:
+                break
+            }
+            return
+        }
+        guard head < expectations.count else { return }
+        switch expectations[head] {
+        case let .internalRequest(tag):
+            if type == BackendMessage.TypeByte.readyForQuery {
+                head += 1
+                onEvent(.internalDone(tag: tag, status: capturedStatus() ?? .idle))
+            } else {
+                onEvent(.internalMessage(tag: tag, type: type, body: capturing ? capture[...] : nil))
+            }
+        case let .injectedCompletions(remaining):
+            if remaining <= 1 { head += 1 } else { expectations[head] = .injectedCompletions(count: remaining - 1) }
+        case .clientReadies:
+            break
+        }
+    }
+
+    /// The status byte of a ReadyForQuery: the body is one byte, captured or not.
+    private func capturedStatus() -> BackendMessage.TransactionStatus? {
+        capture.first.flatMap(BackendMessage.TransactionStatus.init(rawValue:))
+    }
+
+    private mutating func setHeaderByte(_ position: Int, _ value: UInt8) {
+        switch position {
+        case 0: headerBytes.0 = value
+        case 1: headerBytes.1 = value
+        case 2: headerBytes.2 = value
+        case 3: headerBytes.3 = value
+        default: headerBytes.4 = value
+        }
+    }
+
+    static func isFatal(_ body: ArraySlice<UInt8>) -> Bool {
+        var reader = ByteReader(body, messageType: BackendMessage.TypeByte.errorResponse)
+        while let code = try? reader.readUInt8(), code != 0, let value = try? reader.readCString() {
+            if code == ErrorFields.FieldCode.severityNonLocalized || code == ErrorFields.FieldCode.severity {
+                return value == "FATAL" || value == "PANIC"
+            }
+        }
+        return false
+    }
+}

@@ -1,0 +1,320 @@
+import CLibUV
+import Router
+import Wire
+
+/// Startup, client authentication and the first server login.
+extension ClientSession {
+    func processClientHandshake() {
+        while phase == .startup || phase == .authenticating {
+            do {
+                if phase == .startup {
+                    guard let packet = try frontend.nextStartupPacket() else { return }
+                    handleStartupPacket(packet)
+                } else {
+                    guard let message = try frontend.nextMessage() else { return }
+                    handleAuthenticationMessage(message)
+                }
+            } catch {
+                if case .unsupportedProtocol = error {
+                    sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.featureNotSupported, message: error.description))
+                } else {
+                    sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.protocolViolation,
+                                          message: "invalid \(phase == .startup ? "startup packet" : "message"): \(error)"))
+                }
+            }
+        }
+    }
+
+    private func handleStartupPacket(_ packet: StartupPacket) {
+        switch packet {
+        case .sslRequest, .gssEncryptionRequest:
+            // Bytes already behind the request would be read as if they came over the encrypted
+            // channel (CVE-2021-23222): refuse them.
+            guard frontend.bufferedByteCount == 0 else {
+                sendFatal(ClientAuthenticator.protocolViolation("received unencrypted data after an encryption request"))
+                return
+            }
+            client.write([UInt8(ascii: "N")])
+        case let .cancelRequest(processID, secret):
+            if let target = worker.runtime.cancels.lookup(processID: processID, secret: secret) {
+                log.info("cancel_forwarded", ["session": processID, "backend": target.backend.config.name])
+                CancelForwarder(worker: worker, processID: target.processID, secret: target.secret)
+                    .start(address: target.backend.address)
+            } else {
+                log.debug("cancel_unknown_key", ["session": processID])
+            }
+            finish()
+        case let .startup(message):
+            beginAuthentication(message)
+        }
+    }
+
+    private func beginAuthentication(_ message: StartupMessage) {
+        let runtime = worker.runtime
+        if runtime.shuttingDown.load(ordering: .relaxed) {
+            sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.cannotConnectNow, message: "causeway is shutting down"))
+            return
+        }
+        let limit = runtime.config.proxy.maxClientConnections
+        let count = runtime.counters.clientConnections.add(1, ordering: .relaxed).newValue
+        countedAsClient = true
+        guard count <= limit else {
+            sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.tooManyConnections,
+                                  message: "sorry, too many clients already (max_client_conn = \(limit))"))
+            return
+        }
+        guard let user = message["user"], !user.isEmpty else {
+            sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.invalidAuthorization,
+                                  message: "no PostgreSQL user name specified in startup packet"))
+            return
+        }
+        if let replication = message["replication"], !["false", "off", "no", "0"].contains(replication.lowercased()) {
+            sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.featureNotSupported,
+                                  message: "replication connections are not supported through causeway",
+                                  hint: "Connect to the server directly for replication."))
+            return
+        }
+        userName = user
+        database = message["database"].flatMap { $0.isEmpty ? nil : $0 } ?? user
+        startup = message
+        if let problem = applyStartupOptions(message) {
+            sendFatal(problem)
+            return
+        }
+        frontend.startupCompleted()
+        if message.minorVersion > 0 || !message.protocolExtensionNames.isEmpty {
+            // We speak 3.0 and no extensions; negotiate down rather than refuse (PG19 libpq greases).
+            client.write(BackendMessage.negotiateProtocolVersion(newestMinor: 0,
+                                                                 unsupportedOptions: message.protocolExtensionNames).encoded())
+        }
+        phase = .authenticating
+        let userConfig = runtime.config.user(named: user)
+        let method = userConfig.map { runtime.config.effectiveAuthType(for: $0) } ?? runtime.config.proxy.authType
+        var authenticator = ClientAuthenticator(userName: user, user: userConfig, method: method,
+                                                scramKeys: runtime.scramKeys[user])
+        let action = authenticator.begin()
+        self.authenticator = authenticator
+        perform(action)
+    }
+
+    /// `causeway.*` startup parameters: the session's consistency, route and token.
+    private func applyStartupOptions(_ message: StartupMessage) -> ErrorFields? {
+        routing.consistency = worker.runtime.policy.consistency
+        for (name, value) in message.parameters where name.hasPrefix("causeway.") {
+            switch name {
+            case "causeway.consistency":
+                guard let mode = ConsistencyMode(rawValue: value.lowercased()) else {
+                    return ErrorFields(severity: .fatal, sqlState: "22023",
+                                       message: "invalid value for causeway.consistency: \"\(value)\" (use eventual, session or strong)")
+                }
+                routing.consistency = mode
+            case "causeway.route":
+                guard let hint = RouteHint(rawValue: value.lowercased()) else {
+                    return ErrorFields(severity: .fatal, sqlState: "22023",
+                                       message: "invalid value for causeway.route: \"\(value)\" (use primary, replica or auto)")
+                }
+                routing.hint = hint
+            case "causeway.min_lsn":
+                guard let lsn = LSN(parsing: value) else {
+                    return ErrorFields(severity: .fatal, sqlState: "22023",
+                                       message: "invalid value for causeway.min_lsn: \"\(value)\" (expected an LSN such as 0/16B3748)")
+                }
+                routing.floor = max(routing.floor ?? lsn, lsn)
+            default:
+                return ErrorFields(severity: .fatal, sqlState: "42704",
+                                   message: "unrecognized startup parameter \"\(name)\"",
+                                   hint: "causeway understands causeway.consistency, causeway.route and causeway.min_lsn.")
+            }
+        }
+        return nil
+    }
+
+    private func handleAuthenticationMessage(_ message: FrontendMessage) {
+        switch message {
+        case let .passwordFamily(body):
+            guard var authenticator else { return }
+            let action = authenticator.receive(body)
+            self.authenticator = authenticator
+            perform(action)
+        case .terminate:
+            clientTerminated = true
+            finish()
+        default:
+            sendFatal(ClientAuthenticator.protocolViolation("expected a password response during authentication"))
+        }
+    }
+
+    private func perform(_ action: ClientAuthenticator.Action) {
+        switch action {
+        case let .send(request):
+            client.write(BackendMessage.authentication(request).encoded())
+        case let .authenticated(clientKey, saslFinal):
+            self.clientKey = clientKey
+            self.saslFinal = saslFinal
+            authenticator = nil
+            // Nothing more is expected from the client until it is told the login succeeded.
+            client.stopReading()
+            phase = .connecting
+            connectToPrimary(candidates: nil)
+        case let .reject(fields):
+            log.info("client_auth_failed", ["session": id, "user": userName, "sqlstate": fields.sqlState ?? ""])
+            sendFatal(fields)
+        }
+    }
+
+    // MARK: - First login: the primary
+
+    /// The session greets its client with the primary's parameters, so it logs in there first.
+    /// Until the monitor has seen the cluster, candidates are tried in configuration order and a
+    /// standby (`in_hot_standby = on`) is skipped.
+    private func connectToPrimary(candidates: [Int]?) {
+        var remaining: [Int]
+        if let candidates {
+            remaining = candidates
+        } else {
+            let topology = worker.runtime.topology()
+            if let primary = topology.primary, primary.health != .down, !topology.hasMultiplePrimaries {
+                remaining = [primary.index]
+            } else if topology.hasMultiplePrimaries {
+                sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.connectionFailure,
+                                      message: "two backends report being primary; causeway refuses to guess which one to write to",
+                                      hint: "Demote or stop one of them."))
+                return
+            } else {
+                remaining = worker.runtime.primaryCandidateIndexes
+            }
+        }
+        guard !remaining.isEmpty else {
+            let reasons = connectFailures.isEmpty ? "no backend is configured as primary or auto" : connectFailures.joined(separator: "; ")
+            log.warn("no_primary_available", ["session": id, "reasons": reasons])
+            sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.connectionFailure,
+                                  message: "no primary backend available: \(reasons)",
+                                  hint: "Check that the primary is running and reachable from causeway."))
+            return
+        }
+        let index = remaining.removeFirst()
+        let link = makeLink(index)
+        let observer = PrimaryLoginObserver(session: self, remaining: remaining)
+        primaryLoginObserver = observer
+        link.delegate = observer
+        links[index] = link
+        link.connect()
+    }
+
+    func makeLink(_ index: Int) -> ServerLink {
+        let backend = worker.runtime.backends[index]
+        let user = worker.runtime.config.user(named: userName)
+        let secret: ServerLogin.Secret
+        if let password = user?.password {
+            secret = .password(password)
+        } else if let verifier = user?.scram, let clientKey {
+            secret = .scramKeys(clientKey: clientKey, keys: ScramKeys(verifier: verifier))
+        } else {
+            secret = .none
+        }
+        let worker = self.worker
+        let login = ServerLogin(user: userName, secret: secret) { password, salt, iterations in
+            worker.deriveScram(password: password, salt: salt, iterations: iterations)
+        }
+        return ServerLink(worker: worker, backend: backend, index: index, login: login,
+                          startupParameters: serverStartupParameters())
+    }
+
+    private func serverStartupParameters() -> [(String, String)] {
+        var parameters = [("user", userName), ("database", database)]
+        for (name, value) in startup?.parameters ?? [] {
+            switch name {
+            case "user", "database", "replication": continue
+            default:
+                if name.hasPrefix("_pq_.") || name.hasPrefix("causeway.") { continue }
+                parameters.append((name, value))
+            }
+        }
+        return parameters
+    }
+
+    fileprivate func primaryLoginFinished(_ link: ServerLink, greeting: ServerGreeting, remaining: [Int]) {
+        guard phase == .connecting else { return }
+        if greeting.parameter("in_hot_standby") == "on" {
+            connectFailures.append("\(link.backend.label) is a standby")
+            links.removeValue(forKey: link.backendIndex)
+            link.close()
+            connectToPrimary(candidates: remaining)
+            return
+        }
+        link.delegate = self
+        primaryIndex = link.backendIndex
+        var writer = ByteWriter(capacity: 512)
+        if let saslFinal { BackendMessage.authentication(.saslFinal(saslFinal)).encode(into: &writer) }
+        BackendMessage.authentication(.ok).encode(into: &writer)
+        for notice in greeting.notices { BackendMessage.noticeResponse(notice).encode(into: &writer) }
+        for (name, value) in greeting.parameters {
+            if name == "default_transaction_read_only" { routing.defaultTransactionReadOnly = value == "on" }
+            BackendMessage.parameterStatus(name: name, value: value).encode(into: &writer)
+        }
+        BackendMessage.backendKeyData(processID: id, secret: secret).encode(into: &writer)
+        BackendMessage.readyForQuery(greeting.status).encode(into: &writer)
+        client.write(writer.bytes)
+        saslFinal = nil
+        transactionStatus = greeting.status
+        phase = .relaying
+        pointCancelKey(at: link)
+        log.info("session_started", ["session": id, "user": userName, "database": database,
+                                     "backend": link.backend.config.name, "server_pid": greeting.processID])
+        let early = frontend.takeRemainder()
+        if !early.isEmpty { inbound.append(early) }
+        client.startReading()
+        processInbound()
+    }
+
+    fileprivate func primaryLoginFailed(_ link: ServerLink, error: ErrorFields, remaining: [Int]) {
+        guard phase == .connecting else { return }
+        links.removeValue(forKey: link.backendIndex)
+        if error.sqlState == SQLState.connectionFailure && !remaining.isEmpty {
+            connectFailures.append(error.message ?? link.backend.label)
+            connectToPrimary(candidates: remaining)
+            return
+        }
+        if error.sqlState == SQLState.connectionFailure, let message = error.message {
+            connectFailures.append(message)
+            connectToPrimary(candidates: [])
+            return
+        }
+        log.warn("server_login_failed", ["session": id, "backend": link.backend.config.name,
+                                         "sqlstate": error.sqlState ?? "", "message": error.message ?? ""])
+        sendFatal(error)
+    }
+
+    /// Cancel requests from this client go to whichever server runs its queries now.
+    func pointCancelKey(at link: ServerLink) {
+        guard registeredCancelTarget != link.backendIndex else { return }
+        registeredCancelTarget = link.backendIndex
+        worker.runtime.cancels.register(processID: id, secret: secret, target: .init(
+            backend: link.backend, processID: link.greeting.processID, secret: link.greeting.secret))
+    }
+}
+
+/// Watches the first login, which may have to move on to the next candidate.
+private final class PrimaryLoginObserver: ServerLinkDelegate {
+    unowned let session: ClientSession
+    let remaining: [Int]
+
+    init(session: ClientSession, remaining: [Int]) {
+        self.session = session
+        self.remaining = remaining
+    }
+
+    func linkReady(_ link: ServerLink, greeting: ServerGreeting) {
+        session.primaryLoginObserver = nil
+        session.primaryLoginFinished(link, greeting: greeting, remaining: remaining)
+    }
+
+    func link(_ link: ServerLink, failed error: ErrorFields, duringLogin: Bool) {
+        session.primaryLoginObserver = nil
+        session.primaryLoginFailed(link, error: error, remaining: remaining)
+    }
+
+    func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?) -> Bool { false }
+    func link(_ link: ServerLink, event: ResponseStream.Event) {}
+    func linkDrained(_ link: ServerLink) {}
+}

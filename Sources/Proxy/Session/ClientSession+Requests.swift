@@ -1,0 +1,446 @@
+import CLibUV
+import CShims
+import Router
+import Wire
+
+/// Cutting the client stream into request units, routing them, and bringing each server link up
+/// to date (settings, prepared statements) before it runs a unit.
+extension ClientSession {
+    static let settingsReplayTag = 1
+    static let closeTag = 2
+
+    func processInbound() {
+        while phase == .relaying && blockedUnit == nil {
+            let frame: (type: UInt8, body: ArraySlice<UInt8>)?
+            do {
+                frame = try inbound.nextTyped()
+            } catch {
+                sendFatal(ClientAuthenticator.protocolViolation("invalid message from client: \(error)"))
+                return
+            }
+            guard let frame else { break }
+            handleClientMessage(frame.type, frame.body)
+        }
+        updateClientReading()
+    }
+
+    /// Reads from the client only while its input can go somewhere.
+    func updateClientReading() {
+        guard phase == .relaying else { return }
+        let congested = links.values.contains { $0.stream.isAboveHighWater }
+        if blockedUnit != nil || congested {
+            client.stopReading()
+        } else {
+            client.startReading()
+        }
+    }
+
+    private func handleClientMessage(_ type: UInt8, _ body: ArraySlice<UInt8>) {
+        if discardUntilSync {
+            if type == FrontendMessage.TypeByte.sync {
+                discardUntilSync = false
+                var unit = RequestUnit()
+                unit.end = .sync
+                unit.localReply = [BackendMessage.readyForQuery(transactionStatus).encoded()]
+                dispatch(unit)
+            }
+            return
+        }
+        switch type {
+        case FrontendMessage.TypeByte.query:
+            if !pendingUnit.isEmpty { flushPendingAsBatch() }
+            var reader = ByteReader(body, messageType: type)
+            let text = (try? reader.readCString()) ?? ""
+            var unit = RequestUnit()
+            unit.append(type, body)
+            unit.end = .query
+            unit.queryText = text
+            unit.classification = classify(text)
+            dispatch(unit)
+        case FrontendMessage.TypeByte.parse:
+            var reader = ByteReader(body, messageType: type)
+            guard let name = try? reader.readCString(), let query = try? reader.readCString(),
+                  let count = try? reader.readInt16() else {
+                sendFatal(ClientAuthenticator.protocolViolation("malformed Parse message"))
+                return
+            }
+            var types: [UInt32] = []
+            for _ in 0..<Int(UInt16(bitPattern: count)) {
+                guard let oid = try? reader.readInt32() else {
+                    sendFatal(ClientAuthenticator.protocolViolation("malformed Parse message"))
+                    return
+                }
+                types.append(UInt32(bitPattern: oid))
+            }
+            let classification = classify(query)
+            pendingUnit.parses.append((name, PreparedStatement(query: query, parameterTypes: types, classification: classification)))
+            pendingUnit.merge(classification)
+            pendingUnit.append(type, body)
+        case FrontendMessage.TypeByte.bind:
+            var reader = ByteReader(body, messageType: type)
+            _ = try? reader.readCString()
+            let statement = (try? reader.readCString()) ?? ""
+            noteUse(of: statement)
+            pendingUnit.append(type, body)
+        case FrontendMessage.TypeByte.describe, FrontendMessage.TypeByte.close:
+            var reader = ByteReader(body, messageType: type)
+            let kind = try? reader.readUInt8()
+            let name = (try? reader.readCString()) ?? ""
+            if kind == FrontendMessage.ObjectKind.statement.rawValue {
+                if type == FrontendMessage.TypeByte.describe {
+                    noteUse(of: name)
+                } else {
+                    pendingUnit.closes.append(name)
+                }
+            }
+            pendingUnit.append(type, body)
+        case FrontendMessage.TypeByte.execute:
+            pendingUnit.append(type, body)
+        case FrontendMessage.TypeByte.flush:
+            pendingUnit.append(type, body)
+            pendingUnit.end = .flush
+            let unit = pendingUnit
+            pendingUnit = RequestUnit()
+            dispatch(unit)
+        case FrontendMessage.TypeByte.sync:
+            pendingUnit.append(type, body)
+            pendingUnit.end = .sync
+            let unit = pendingUnit
+            pendingUnit = RequestUnit()
+            dispatch(unit)
+        case FrontendMessage.TypeByte.functionCall:
+            if !pendingUnit.isEmpty { flushPendingAsBatch() }
+            var unit = RequestUnit()
+            unit.append(type, body)
+            unit.end = .functionCall
+            // A function call by OID can do anything: treat it as a write.
+            unit.classification = classify("SELECT causeway_function_call()")
+            unit.forcePrimary = true
+            dispatch(unit)
+        case FrontendMessage.TypeByte.copyData, FrontendMessage.TypeByte.copyDone, FrontendMessage.TypeByte.copyFail:
+            forwardCopyMessage(type, body)
+        case FrontendMessage.TypeByte.terminate:
+            clientTerminated = true
+            finish()
+        default:
+            sendFatal(ClientAuthenticator.protocolViolation("invalid frontend message type \(WireErrorText.printable(type))"))
+        }
+    }
+
+    /// A Query or FunctionCall arriving after Parse/Bind without Sync: the server would run the
+    /// earlier messages first, so they go out first, to the same place.
+    private func flushPendingAsBatch() {
+        pendingUnit.end = .flush
+        let unit = pendingUnit
+        pendingUnit = RequestUnit()
+        dispatch(unit)
+    }
+
+    private func noteUse(of statement: String) {
+        if pendingUnit.parses.contains(where: { $0.name == statement }) { return }
+        if !pendingUnit.uses.contains(statement) { pendingUnit.uses.append(statement) }
+        if let known = statements[statement] { pendingUnit.merge(known.classification) }
+    }
+
+    private func classify(_ text: String) -> Classification {
+        worker.classifications.classify(text, volatileFunctions: worker.runtime.topology().volatileFunctions)
+    }
+
+    private func forwardCopyMessage(_ type: UInt8, _ body: ArraySlice<UInt8>) {
+        guard let index = copyLink, let link = links[index] else { return }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(body.count + 5)
+        var unit = RequestUnit()
+        unit.append(type, body)
+        bytes = unit.bytes
+        link.send(bytes)
+        if type != FrontendMessage.TypeByte.copyData {
+            link.copyInActive = false
+            copyLink = nil
+        }
+    }
+
+    // MARK: - Dispatch
+
+    func dispatch(_ unit: RequestUnit) {
+        guard phase == .relaying else { return }
+        // Replies the proxy makes itself must come after everything already in flight.
+        if let reply = unit.localReply {
+            guard inFlight.isEmpty else {
+                block(unit)
+                return
+            }
+            for message in reply { client.write(message) }
+            return
+        }
+        if let command = unit.classification?.causewayCommand, unit.end == .query {
+            guard inFlight.isEmpty else {
+                block(unit)
+                return
+            }
+            answerCausewayCommand(command)
+            return
+        }
+        let target: Int
+        let reason: RouteReason
+        if let bound = boundLink {
+            target = bound
+            reason = .transaction
+        } else if unit.forcePrimary || unit.classification == nil {
+            guard let primary = currentPrimaryIndex() else {
+                refuse(unit, ErrorFields(severity: .error, sqlState: SQLState.connectionFailure,
+                                         message: "no primary backend is available"))
+                return
+            }
+            // A unit with nothing to classify (a lone Sync, Execute of an open portal) goes where
+            // the previous one went.
+            target = unit.forcePrimary ? primary : (lastLink ?? primary)
+            reason = unit.forcePrimary ? .write : .transaction
+        } else {
+            let decision = route(unit.classification!)
+            if let error = decision.error {
+                refuse(unit, ErrorFields(severity: .error, sqlState: error.sqlState, message: error.message))
+                return
+            }
+            guard let chosen = decision.target else {
+                refuse(unit, ErrorFields(severity: .error, sqlState: SQLState.connectionFailure,
+                                         message: "no backend available for this query"))
+                return
+            }
+            target = chosen
+            reason = decision.reason
+        }
+        // Responses must reach the client in request order: a unit for another server waits
+        // until the servers ahead of it have answered.
+        if let head = inFlight.first, head.link != target {
+            block(unit)
+            return
+        }
+        let link: ServerLink
+        if let existing = links[target] {
+            link = existing
+        } else {
+            link = makeLink(target)
+            link.delegate = self
+            links[target] = link
+            link.connect()
+        }
+        guard link.phase == .ready else {
+            block(unit)
+            return
+        }
+        send(unit, to: link, reason: reason)
+    }
+
+    private func block(_ unit: RequestUnit) {
+        blockedUnit = unit
+        client.stopReading()
+    }
+
+    /// Tries the blocked unit again (a link became ready, or in-flight responses drained).
+    func retryBlocked() {
+        guard let unit = blockedUnit, phase == .relaying else { return }
+        blockedUnit = nil
+        dispatch(unit)
+        if blockedUnit == nil { processInbound() }
+    }
+
+    private func route(_ classification: Classification) -> RouteDecision {
+        var topology = worker.runtime.topology()
+        if !unavailable.isEmpty && cw_monotonic_nanos() > unavailableUntil { unavailable.removeAll() }
+        if !unavailable.isEmpty {
+            for position in topology.backends.indices where unavailable.contains(topology.backends[position].index) {
+                topology.backends[position].health = .down
+            }
+        }
+        routing.pin = pins.first
+        let decision = Router.route(classification, session: routing, topology: topology,
+                                    policy: worker.runtime.policy, load: worker.replicaLoad)
+        return decision
+    }
+
+    func currentPrimaryIndex() -> Int? {
+        let topology = worker.runtime.topology()
+        if let primary = topology.primary, primary.health != .down, !topology.hasMultiplePrimaries {
+            return primary.index
+        }
+        return primaryIndex
+    }
+
+    /// Answers a unit with an error without involving a server.
+    private func refuse(_ unit: RequestUnit, _ error: ErrorFields) {
+        var reply = [BackendMessage.errorResponse(error).encoded()]
+        if unit.end == .flush {
+            discardUntilSync = true
+        } else {
+            reply.append(BackendMessage.readyForQuery(transactionStatus == .idle ? .idle : .failed).encoded())
+        }
+        var local = RequestUnit()
+        local.localReply = reply
+        dispatch(local)
+    }
+
+    private func send(_ unit: RequestUnit, to link: ServerLink, reason: RouteReason) {
+        var out: [UInt8] = []
+        // Statements the client closed while this server was not in use.
+        if !link.pendingCloses.isEmpty {
+            var writer = ByteWriter()
+            for name in link.pendingCloses {
+                FrontendMessage.close(kind: .statement, name: name).encode(into: &writer)
+            }
+            FrontendMessage.sync.encode(into: &writer)
+            out += writer.bytes
+            link.expectInternal(.internalRequest(tag: Self.closeTag))
+            link.pendingCloses.removeAll()
+        }
+        if link.appliedSettingsVersion != settings.version {
+            if !settings.isEmpty {
+                out += FrontendMessage.query(settings.replaySQL).encoded()
+                link.expectInternal(.internalRequest(tag: Self.settingsReplayTag))
+            }
+            link.appliedSettingsVersion = settings.version
+        }
+        var injectedParses = 0
+        for name in unit.uses where !link.preparedStatements.contains(name) {
+            guard let statement = statements[name] else { continue }
+            out += FrontendMessage.parse(name: name, query: statement.query, parameterTypes: statement.parameterTypes).encoded()
+            injectedParses += 1
+            link.preparedStatements.insert(name)
+        }
+        if injectedParses > 0 { link.expectInternal(.injectedCompletions(count: injectedParses)) }
+        out += unit.bytes
+        link.send(out)
+        link.noteClientRequest(readies: unit.readies)
+
+        // What the server now holds.
+        for (name, statement) in unit.parses {
+            statements[name] = statement
+            link.preparedStatements.insert(name)
+            for other in links.values where other !== link && other.preparedStatements.contains(name) {
+                other.preparedStatements.remove(name)
+                if !name.isEmpty { other.pendingCloses.append(name) }
+            }
+        }
+        for name in unit.closes {
+            statements.removeValue(forKey: name)
+            link.preparedStatements.remove(name)
+            for other in links.values where other !== link && other.preparedStatements.contains(name) {
+                other.preparedStatements.remove(name)
+                if !name.isEmpty { other.pendingCloses.append(name) }
+            }
+        }
+        if unit.end == .query { link.preparedStatements.remove("") }
+        if let classification = unit.classification {
+            if classification.pinChanges.contains(where: { if case .unpin(.discardAll) = $0 { return true }; if case .unpin(.deallocateAll) = $0 { return true }; return false }) {
+                link.preparedStatements.removeAll()
+            }
+            pins = classification.applyingPinChanges(to: pins)
+        }
+
+        if unit.readies > 0 {
+            inFlight.append((link.backendIndex, UnitRecord(classification: unit.classification,
+                                                           settingsInUnit: unit.classification?.sessionCommands ?? [],
+                                                           readies: unit.readies)))
+        }
+        boundLink = unit.end == .flush ? link.backendIndex : nil
+        lastLink = link.backendIndex
+        pointCancelKey(at: link)
+        if link.backendIndex != primaryIndex && link.backendIndex != currentPrimaryIndex() {
+            adoptReplica(link.backendIndex)
+        }
+        worker.stats.countUnit(backend: link.backendIndex, toPrimary: link.backendIndex == currentPrimaryIndex(),
+                               reason: reason)
+        updateLinkReading()
+    }
+
+    /// The session reads from one replica at a time (sticky while eligible); moving to another
+    /// closes the old link so a session never holds more than a primary and a replica.
+    private func adoptReplica(_ index: Int) {
+        guard routing.stickyReplica != index else { return }
+        if let old = routing.stickyReplica {
+            worker.releaseReplica(old)
+            if let link = links[old], link.isIdle, old != primaryIndex {
+                links.removeValue(forKey: old)
+                link.close()
+            }
+        }
+        routing.stickyReplica = index
+        worker.adoptReplica(index)
+    }
+
+    /// While a unit is in flight only its server's responses may flow: another server's bytes
+    /// could otherwise land in the middle of a message.
+    func updateLinkReading() {
+        let head = inFlight.first?.link
+        let congested = client.isAboveHighWater
+        for (index, link) in links where link.phase == .ready {
+            if !congested && (head == nil || head == index) {
+                link.stream.startReading()
+            } else {
+                link.stream.stopReading()
+            }
+        }
+    }
+
+    // MARK: - Intercepted causeway commands
+
+    private func answerCausewayCommand(_ command: CausewayCommand) {
+        var writer = ByteWriter()
+        switch command {
+        case let .setRoute(hint):
+            routing.hint = hint
+            BackendMessage.commandComplete("SET").encode(into: &writer)
+        case let .setConsistency(mode):
+            routing.consistency = mode
+            BackendMessage.commandComplete("SET").encode(into: &writer)
+        case let .setMinLSN(lsn):
+            routing.floor = max(routing.floor ?? lsn, lsn)
+            BackendMessage.commandComplete("SET").encode(into: &writer)
+        case let .reset(setting):
+            switch setting {
+            case .route: routing.hint = .auto
+            case .consistency: routing.consistency = worker.runtime.policy.consistency
+            case .minLSN, .lsn: break
+            }
+            BackendMessage.commandComplete("RESET").encode(into: &writer)
+        case let .show(setting):
+            let value: String
+            switch setting {
+            case .route: value = routing.hint.rawValue
+            case .consistency: value = routing.consistency.rawValue
+            case .minLSN, .lsn: value = (routing.floor ?? LSN(0)).description
+            }
+            encodeSingleValue(name: "causeway.\(setting.rawValue)", value: value, into: &writer)
+            BackendMessage.commandComplete("SHOW").encode(into: &writer)
+        case let .invalid(sqlState, message):
+            BackendMessage.errorResponse(ErrorFields(severity: .error, sqlState: sqlState, message: message)).encode(into: &writer)
+        }
+        BackendMessage.readyForQuery(transactionStatus).encode(into: &writer)
+        client.write(writer.bytes)
+    }
+
+    private func encodeSingleValue(name: String, value: String, into writer: inout ByteWriter) {
+        var description = ByteWriter()
+        description.writeInt16(1)
+        description.writeCString(name)
+        description.writeInt32(0) // table OID
+        description.writeInt16(0) // column number
+        description.writeInt32(25) // text
+        description.writeInt16(-1)
+        description.writeInt32(-1)
+        description.writeInt16(0)
+        BackendMessage.rowDescription(description.bytes).encode(into: &writer)
+        var row = ByteWriter()
+        row.writeInt16(1)
+        let utf8 = Array(value.utf8)
+        row.writeInt32(Int32(utf8.count))
+        row.writeBytes(utf8)
+        BackendMessage.dataRow(row.bytes).encode(into: &writer)
+    }
+}
+
+enum WireErrorText {
+    static func printable(_ byte: UInt8) -> String {
+        (0x21...0x7e).contains(byte) ? "'\(Character(Unicode.Scalar(byte)))'" : "0x\(String(byte, radix: 16))"
+    }
+}

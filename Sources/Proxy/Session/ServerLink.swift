@@ -1,0 +1,245 @@
+import CLibUV
+import Wire
+
+/// What a server link tells its session. Called on the worker's loop thread.
+protocol ServerLinkDelegate: AnyObject {
+    func linkReady(_ link: ServerLink, greeting: ServerGreeting)
+    /// Login failed or the connection was lost. `error` is the server's own error when it sent one.
+    func link(_ link: ServerLink, failed error: ErrorFields, duringLogin: Bool)
+    /// Bytes for the client: the whole chunk (`ranges == nil`, ownership may be taken by returning
+    /// true) or only some ranges of it.
+    func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?) -> Bool
+    func link(_ link: ServerLink, event: ResponseStream.Event)
+    func linkDrained(_ link: ServerLink)
+}
+
+/// One server connection of a session: connect, log in, then carry requests and relay responses.
+/// It remembers what the session state looks like on this server (applied SETs, prepared
+/// statements) so the session can bring it up to date before sending it a request.
+final class ServerLink: StreamDelegate {
+    enum Phase { case connecting, loggingIn, ready, closed }
+
+    let backend: ResolvedBackend
+    let backendIndex: Int
+    let stream: Stream
+    unowned let worker: Worker
+    weak var delegate: ServerLinkDelegate?
+    private(set) var phase = Phase.connecting
+    private var login: ServerLogin
+    private var decoder = BackendDecoder()
+    private let startupParameters: [(String, String)]
+    private(set) var responses = ResponseStream()
+    private(set) var greeting = ServerGreeting()
+
+    /// ReadyForQuery messages still owed to the client for requests sent here.
+    var outstanding = 0
+    var transactionStatus = BackendMessage.TransactionStatus.idle
+    /// The session settings version last replayed here.
+    var appliedSettingsVersion = 0
+    /// Client statement names that exist on this server.
+    var preparedStatements: Set<String> = []
+    /// Statement names the client closed elsewhere that still exist here.
+    var pendingCloses: [String] = []
+    var copyInActive = false
+    var sentFatal = false
+    private var terminated = false
+    private var events: [ResponseStream.Event] = []
+
+    init(worker: Worker, backend: ResolvedBackend, index: Int, login: ServerLogin, startupParameters: [(String, String)]) {
+        self.worker = worker
+        self.backend = backend
+        backendIndex = index
+        self.login = login
+        self.startupParameters = startupParameters
+        stream = Stream(worker: worker)
+        stream.delegate = self
+    }
+
+    var isIdle: Bool { phase == .ready && outstanding == 0 && !responses.hasExpectations && responses.isAtBoundary && !copyInActive }
+
+    func connect() {
+        let status = backend.address.withUnsafeBytes {
+            stream.connect(to: $0.baseAddress!.assumingMemoryBound(to: sockaddr.self))
+        }
+        if status != 0 { fail(connectError(status), duringLogin: true) }
+    }
+
+    /// Sends bytes the session assembled (client messages and/or injected ones).
+    func send(_ bytes: [UInt8]) {
+        stream.write(bytes)
+    }
+
+    func send(chunk: UnsafeMutableRawPointer, length: Int) {
+        stream.write(chunk: chunk, length: length)
+    }
+
+    /// Records a client request sent here that will end with `readies` ReadyForQuery messages.
+    func noteClientRequest(readies: Int) {
+        guard readies > 0 else { return }
+        if responses.hasExpectations { responses.expect(.clientReadies(count: readies)) }
+        outstanding += readies
+    }
+
+    /// Queues the expectation for a proxy-made request about to be sent; client requests already
+    /// in flight keep their responses.
+    func expectInternal(_ expectation: ResponseStream.Expectation) {
+        if !responses.hasExpectations && outstanding > 0 {
+            responses.expect(.clientReadies(count: outstanding))
+        }
+        responses.expect(expectation)
+    }
+
+    /// Ends the connection. A Terminate first makes the server roll back an open transaction
+    /// right away instead of when it notices the socket closing.
+    func close(sendTerminate: Bool = true) {
+        guard phase != .closed else { return }
+        let wasConnected = phase != .connecting
+        phase = .closed
+        delegate = nil
+        if sendTerminate && wasConnected && !terminated {
+            terminated = true
+            stream.write(FrontendMessage.terminate.encoded())
+        }
+        stream.shutdownAndClose()
+    }
+
+    func markTerminated() { terminated = true }
+
+    private func connectError(_ status: Int32) -> ErrorFields {
+        ErrorFields(severity: .fatal, sqlState: SQLState.connectionFailure,
+                    message: "could not connect to \(backend.label): \(String(cString: uv_strerror(status)))")
+    }
+
+    private func fail(_ error: ErrorFields, duringLogin: Bool) {
+        guard phase != .closed else { return }
+        let delegate = self.delegate
+        close(sendTerminate: !duringLogin)
+        delegate?.link(self, failed: error, duringLogin: duringLogin)
+    }
+
+    // MARK: StreamDelegate
+
+    func stream(_ stream: Stream, didConnectWith status: Int32) {
+        guard phase == .connecting else { return }
+        guard status == 0 else {
+            fail(connectError(status), duringLogin: true)
+            return
+        }
+        stream.setNoDelay()
+        phase = .loggingIn
+        stream.write(ServerLogin.startupPacket(parameters: startupParameters))
+        stream.startReading()
+    }
+
+    func stream(_ stream: Stream, didRead bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer) -> Bool {
+        switch phase {
+        case .ready:
+            return relay(bytes, chunk: chunk)
+        case .loggingIn:
+            decoder.append(bytes)
+            processLogin()
+            return false
+        case .connecting, .closed:
+            return false
+        }
+    }
+
+    func stream(_ stream: Stream, didEndWith status: Int32) {
+        guard phase != .closed else { return }
+        let duringLogin = phase != .ready
+        let reason = status == UV_EOF.rawValue ? "closed the connection" : String(cString: uv_strerror(status))
+        fail(ErrorFields(severity: .fatal, sqlState: SQLState.connectionFailure,
+                         message: "lost the server connection: \(backend.label) \(reason)",
+                         hint: "The server may have restarted or crashed; reconnect to continue."),
+             duringLogin: duringLogin)
+    }
+
+    func streamDidDrain(_ stream: Stream) {
+        delegate?.linkDrained(self)
+    }
+
+    // MARK: Login
+
+    private func processLogin() {
+        while phase == .loggingIn {
+            let message: BackendMessage?
+            do {
+                message = try decoder.nextMessage()
+            } catch {
+                fail(ServerLogin.failure("\(backend.label) sent invalid data: \(error)"), duringLogin: true)
+                return
+            }
+            guard let message else { return }
+            switch login.receive(message) {
+            case let .send(bytes):
+                stream.write(bytes)
+            case .wait:
+                continue
+            case let .failed(fields):
+                fail(fields, duringLogin: true)
+                return
+            case let .ready(greeting):
+                self.greeting = greeting
+                transactionStatus = greeting.status
+                phase = .ready
+                let leftover = decoder.takeRemainder()
+                delegate?.linkReady(self, greeting: greeting)
+                if !leftover.isEmpty, phase == .ready {
+                    leftover.withUnsafeBytes { bytes in
+                        let chunk = worker.chunks.take()
+                        let count = min(bytes.count, ChunkPool.capacity)
+                        ChunkPool.data(chunk).copyMemory(from: bytes.baseAddress!, byteCount: count)
+                        if !relay(UnsafeRawBufferPointer(start: ChunkPool.data(chunk), count: count), chunk: chunk) {
+                            worker.chunks.give(chunk)
+                        }
+                    }
+                }
+                return
+            }
+        }
+    }
+
+    // MARK: Relay
+
+    private func relay(_ bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer) -> Bool {
+        let ranges: [Range<Int>]?
+        do {
+            ranges = try responses.process(bytes) { event in
+                switch event {
+                case let .clientReady(status):
+                    transactionStatus = status
+                    if outstanding > 0 { outstanding -= 1 }
+                case let .internalDone(_, status):
+                    transactionStatus = status
+                case .fatalError:
+                    sentFatal = true
+                case .copyInStarted:
+                    copyInActive = true
+                case .copyOutStarted, .internalMessage, .clientError:
+                    break
+                }
+                events.append(event)
+            }
+        } catch {
+            events.removeAll(keepingCapacity: true)
+            fail(ServerLogin.failure("\(backend.label) sent invalid data: \(error)"), duringLogin: false)
+            return false
+        }
+        // Bytes go out before the events that end inside them are acted on, so a session that
+        // reacts to a ReadyForQuery sees the whole response already relayed (or held).
+        guard let delegate else {
+            events.removeAll(keepingCapacity: true)
+            return false
+        }
+        let taken = delegate.link(self, forward: bytes, chunk: chunk, ranges: ranges)
+        if !events.isEmpty {
+            let delivered = events
+            events.removeAll(keepingCapacity: true)
+            for event in delivered {
+                guard let delegate = self.delegate else { break }
+                delegate.link(self, event: event)
+            }
+        }
+        return taken
+    }
+}

@@ -1,0 +1,86 @@
+import Router
+import Wire
+
+/// A protocol-level prepared statement as the client defined it; the proxy re-creates it on any
+/// server that has to execute it.
+struct PreparedStatement {
+    var query: String
+    var parameterTypes: [UInt32]
+    var classification: Classification
+}
+
+/// Session settings (SET …) the proxy replays on every server connection the session uses.
+/// Kept compact: the last command per parameter, in the order they were issued.
+struct TrackedSettings {
+    private(set) var version = 0
+    private var commands: [(name: String, sql: String)] = []
+
+    var isEmpty: Bool { commands.isEmpty }
+
+    mutating func apply(_ command: SessionCommand) {
+        guard !command.isLocal else { return }
+        switch command.action {
+        case let .set(name, _):
+            commands.removeAll { $0.name == name }
+            commands.append((name, command.sql))
+        case let .reset(name):
+            commands.removeAll { $0.name == name }
+            commands.append((name, command.sql))
+        case .resetAll:
+            // RESET ALL leaves role and session authorization alone, as PostgreSQL does.
+            commands.removeAll { $0.name != "role" && $0.name != "session_authorization" }
+            commands.append(("*reset_all", command.sql))
+        }
+        version += 1
+    }
+
+    /// One simple-query text that brings a fresh or stale connection to the session's settings.
+    var replaySQL: String {
+        commands.map { $0.sql.hasSuffix(";") ? String($0.sql.dropLast()) : $0.sql }.joined(separator: "; ")
+    }
+}
+
+/// The client messages that travel together to one server: a simple Query, a function call, or an
+/// extended-protocol batch up to Sync or Flush.
+struct RequestUnit {
+    enum End { case query, sync, flush, functionCall }
+
+    var bytes: [UInt8] = []
+    var end: End = .sync
+    /// Statements this unit defines (Parse), in order.
+    var parses: [(name: String, statement: PreparedStatement)] = []
+    /// Statements it uses that it does not define itself (Bind/Describe of a named statement).
+    var uses: [String] = []
+    /// Statements it closes.
+    var closes: [String] = []
+    var classification: Classification?
+    var queryText: String?
+    /// Must run on the primary whatever it looks like (FunctionCall).
+    var forcePrimary = false
+    /// Answered by the proxy itself, in order with the server responses before it.
+    var localReply: [[UInt8]]?
+
+    var isEmpty: Bool { bytes.isEmpty && localReply == nil }
+
+    /// ReadyForQuery messages the server will send for this unit.
+    var readies: Int { end == .flush ? 0 : 1 }
+
+    mutating func append(_ type: UInt8, _ body: ArraySlice<UInt8>) {
+        bytes.append(type)
+        let length = UInt32(body.count + 4)
+        bytes.append(UInt8(length >> 24))
+        bytes.append(UInt8(length >> 16 & 0xff))
+        bytes.append(UInt8(length >> 8 & 0xff))
+        bytes.append(UInt8(length & 0xff))
+        bytes.append(contentsOf: body)
+    }
+
+    /// Folds a statement's classification in: the unit is as demanding as its most demanding part.
+    mutating func merge(_ other: Classification) {
+        guard let current = classification else {
+            classification = other
+            return
+        }
+        if other.isWrite && !current.isWrite { classification = other }
+    }
+}

@@ -1,0 +1,630 @@
+"""End-to-end fixtures: a real sandbox cluster, the real proxy process and real clients.
+
+Session scope: one `causeway sandbox up --replicas 2` cluster and one proxy in front of it.
+Function scope: extra proxies with their own configuration (`make_proxy`), for tests that change
+settings or stop the proxy.
+
+The proxy's stderr goes to a file; when a test fails, the part written during that test is attached
+to the report. Helpers for talking the wire protocol by hand (`Wire`) live here too, for the
+malformed-input and exact-SQLSTATE tests that libpq cannot express.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CAUSEWAY_BIN = os.environ.get("CAUSEWAY_BIN", str(REPO / ".build" / "debug" / "causeway"))
+HOST = "127.0.0.1"
+PASSWORD = "secret"
+
+
+# --------------------------------------------------------------------------------------------
+# Small utilities
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, message: str = "condition"):
+    """Polls `predicate` until it returns a truthy value (returned) or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def run_causeway(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([CAUSEWAY_BIN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, raw = line.partition("=")
+        parts = shlex.split(raw)
+        values[key] = parts[0] if len(parts) == 1 else " ".join(parts)
+    return values
+
+
+# --------------------------------------------------------------------------------------------
+# The cluster
+
+
+@dataclass
+class Cluster:
+    dir: Path
+    env: dict[str, str]
+
+    @property
+    def primary_port(self) -> int:
+        return int(self.env["PRIMARY_PORT"])
+
+    @property
+    def replica_ports(self) -> list[int]:
+        return [int(p) for p in self.env.get("REPLICA_PORTS", "").split()]
+
+    @property
+    def proxy_port(self) -> int:
+        return int(self.env["PROXY_PORT"])
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.env.get("CONFIG", self.dir / "causeway.toml"))
+
+    def primary_dsn(self, user="postgres", password="postgres", dbname="postgres") -> str:
+        return f"host={HOST} port={self.primary_port} user={user} password={password} dbname={dbname} connect_timeout=5"
+
+    def superuser(self, dbname="postgres") -> psycopg.Connection:
+        """A direct autocommit connection to the primary as postgres: the servers' own word."""
+        return psycopg.connect(self.primary_dsn(dbname=dbname), autocommit=True)
+
+    def config_text(self, proxy_overrides: dict | None = None, listen_port: int | None = None) -> str:
+        """The sandbox's causeway.toml with a rewritten [proxy] table."""
+        text = self.config_path.read_text()
+        lines = text.splitlines()
+        out: list[str] = []
+        in_proxy = False
+        settings = {"listen": f'"{HOST}:{listen_port}"' if listen_port else None, "metrics_listen": '""'}
+        for key, value in (proxy_overrides or {}).items():
+            settings[key] = toml_value(value)
+        for line in lines:
+            stripped = line.strip()
+            if stripped.startswith("["):
+                if in_proxy:
+                    in_proxy = False
+                if stripped == "[proxy]":
+                    in_proxy = True
+                    out.append(line)
+                    for key, value in settings.items():
+                        if value is not None:
+                            out.append(f"{key} = {value}")
+                    continue
+            if in_proxy and "=" in stripped and not stripped.startswith("#"):
+                key = stripped.split("=", 1)[0].strip()
+                if key in settings and settings[key] is not None:
+                    continue  # replaced above
+            out.append(line)
+        return "\n".join(out) + "\n"
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    path = Path(tempfile.mkdtemp(prefix="causeway-it-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(workdir) -> Cluster:
+    if not os.access(CAUSEWAY_BIN, os.X_OK):
+        pytest.exit(f"{CAUSEWAY_BIN} is missing: run `swift build` first (or set CAUSEWAY_BIN)", returncode=1)
+    sandbox_dir = workdir / "sandbox"
+    up = run_causeway("sandbox", "up", "--dir", str(sandbox_dir), "--replicas", "2", timeout=180)
+    try:
+        if up.returncode != 0:
+            pytest.exit(f"causeway sandbox up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}", returncode=1)
+        env = parse_env_file(sandbox_dir / "sandbox.env")
+        cluster = Cluster(dir=sandbox_dir, env=env)
+        assert len(cluster.replica_ports) == 2, env
+        yield cluster
+    finally:
+        down = run_causeway("sandbox", "down", "--dir", str(sandbox_dir), timeout=120)
+        if down.returncode != 0:
+            print(f"causeway sandbox down failed: {down.stdout}\n{down.stderr}")
+
+
+# --------------------------------------------------------------------------------------------
+# Proxy processes
+
+
+class ProxyProcess:
+    """One `causeway --config FILE` process; its stdout and stderr go to `log_path`."""
+
+    def __init__(self, config_path: Path, port: int, log_path: Path, label: str, args=()):
+        self.config_path = config_path
+        self.port = port
+        self.log_path = log_path
+        self.label = label
+        self.args = list(args)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20) -> "ProxyProcess":
+        log = open(self.log_path, "ab")
+        try:
+            self.process = subprocess.Popen(
+                [CAUSEWAY_BIN, "--config", str(self.config_path), *self.args],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"proxy {self.label} exited with {self.process.returncode}:\n{self.log()}")
+            if "event=listening" in self.log() and self.accepts_tcp():
+                return self
+            if time.monotonic() > deadline:
+                raise AssertionError(f"proxy {self.label} did not start listening within {timeout}s:\n{self.log()}")
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def accepts_tcp(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self, since: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(since)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def signal(self, sig: int):
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self):
+        """Immediate stop (SIGINT), then SIGKILL if it lingers. Always reaps the process."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def dsn(self, user="app", password=PASSWORD, dbname="app", **extra) -> str:
+        parts = [f"host={HOST}", f"port={self.port}", f"user={user}", f"dbname={dbname}", "connect_timeout=5"]
+        if password is not None:
+            parts.append(f"password={password}")
+        parts += [f"{k}={v}" for k, v in extra.items()]
+        return " ".join(parts)
+
+    def connect(self, user="app", password=PASSWORD, dbname="app", autocommit=True, **extra) -> psycopg.Connection:
+        return psycopg.connect(self.dsn(user, password, dbname, **extra), autocommit=autocommit)
+
+    def wire(self, timeout: float = 5) -> "Wire":
+        return Wire(self.port, timeout=timeout)
+
+
+def _attach_log(request, proxy: ProxyProcess):
+    logs = getattr(request.node, "_causeway_logs", None)
+    if logs is None:
+        logs = request.node._causeway_logs = []
+    logs.append((proxy, proxy.log_size()))
+
+
+@pytest.fixture(scope="session")
+def _session_proxy(cluster, workdir):
+    proxy = ProxyProcess(cluster.config_path, cluster.proxy_port, workdir / "proxy-session.log", "session")
+    try:
+        proxy.start()
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def proxy(_session_proxy, request) -> ProxyProcess:
+    """The shared proxy in front of the sandbox. Fails the test if the proxy died during it."""
+    if not _session_proxy.alive():
+        pytest.fail(f"the shared proxy is not running (exit {_session_proxy.process.returncode}):\n"
+                    f"{_session_proxy.log()[-4000:]}")
+    _attach_log(request, _session_proxy)
+    yield _session_proxy
+    assert _session_proxy.alive(), f"the proxy exited during the test with {_session_proxy.process.returncode}"
+
+
+@pytest.fixture
+def make_proxy(cluster, workdir, request):
+    """Starts extra proxies in front of the sandbox: make_proxy(max_client_conn=2, args=[...])."""
+    started: list[ProxyProcess] = []
+
+    def start(args=(), edit=None, **proxy_settings) -> ProxyProcess:
+        """`proxy_settings` replace keys of [proxy]; `edit(text) -> text` may change the rest."""
+        port = free_port()
+        name = unique("proxy")
+        config_path = workdir / f"{name}.toml"
+        text = cluster.config_text(proxy_settings, listen_port=port)
+        config_path.write_text(edit(text) if edit else text)
+        proxy = ProxyProcess(config_path, port, workdir / f"{name}.log", name, args=args)
+        started.append(proxy)
+        _attach_log(request, proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for proxy, offset in getattr(item, "_causeway_logs", []):
+            text = proxy.log(offset)
+            if len(text) > 20000:
+                text = "…\n" + text[-20000:]
+            report.sections.append((f"causeway log ({proxy.label}, {proxy.log_path})", text or "(empty)"))
+
+
+# --------------------------------------------------------------------------------------------
+# Things the servers know
+
+
+@pytest.fixture
+def superuser(cluster):
+    """A direct autocommit superuser connection to the primary's `app` database."""
+    with cluster.superuser(dbname="app") as conn:
+        yield conn
+
+
+@pytest.fixture
+def table(superuser):
+    """A fresh table owned by app (id int primary key, v int, t text); dropped afterwards."""
+    name = unique("t")
+    superuser.execute(f"create table {name} (id int primary key, v int not null default 0, t text)")
+    superuser.execute(f"alter table {name} owner to app")
+    yield name
+    superuser.execute(f"drop table if exists {name}")
+
+
+def backends_with_app_name(superuser: psycopg.Connection, application_name: str) -> list[tuple]:
+    return superuser.execute(
+        "select pid, state, backend_type from pg_stat_activity where application_name = %s",
+        (application_name,)).fetchall()
+
+
+# --------------------------------------------------------------------------------------------
+# The wire protocol by hand
+
+PROTOCOL_3_0 = 3 << 16
+SSL_REQUEST_CODE = 80877103
+GSSENC_REQUEST_CODE = 80877104
+CANCEL_REQUEST_CODE = 80877102
+
+
+class ServerError(Exception):
+    def __init__(self, fields: dict[str, str]):
+        self.fields = fields
+        super().__init__(f"{fields.get('S')} {fields.get('C')}: {fields.get('M')}")
+
+    @property
+    def code(self) -> str | None:
+        return self.fields.get("C")
+
+
+def startup_packet(params: dict[str, str] | list[tuple[str, str]], version: int = PROTOCOL_3_0) -> bytes:
+    items = params.items() if isinstance(params, dict) else params
+    body = struct.pack("!I", version)
+    for key, value in items:
+        body += key.encode() + b"\0" + value.encode() + b"\0"
+    body += b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def message(type_: bytes, body: bytes = b"") -> bytes:
+    return type_ + struct.pack("!I", len(body) + 4) + body
+
+
+def query_message(sql: str) -> bytes:
+    return message(b"Q", sql.encode() + b"\0")
+
+
+def parse_fields(body: bytes) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for part in body.rstrip(b"\0").split(b"\0"):
+        if part:
+            fields[chr(part[0])] = part[1:].decode("utf-8", "replace")
+    return fields
+
+
+@dataclass
+class LoginResult:
+    parameters: dict[str, str] = field(default_factory=dict)
+    backend_key: tuple[int, bytes] | None = None
+    negotiate: tuple[int, list[str]] | None = None  # NegotiateProtocolVersion: newest minor, unknown options
+    auth_requests: list[int] = field(default_factory=list)
+    status: str = ""
+
+
+@dataclass
+class QueryResult:
+    rows: list[list[str | None]] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    notices: list[dict[str, str]] = field(default_factory=list)
+    status: str = ""
+
+
+class Wire:
+    """A raw protocol-3 connection for malformed input and exact error fields."""
+
+    def __init__(self, port: int, host: str = HOST, timeout: float = 5):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data: bytes):
+        self.sock.sendall(data)
+
+    def _fill(self, n: int):
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"connection closed by the proxy (wanted {n} bytes, have {len(self.buffer)})")
+            self.buffer += chunk
+
+    def read_exact(self, n: int) -> bytes:
+        self._fill(n)
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def read_message(self) -> tuple[bytes, bytes]:
+        header = self.read_exact(5)
+        length = struct.unpack("!I", header[1:])[0]
+        return header[:1], self.read_exact(length - 4)
+
+    def read_error(self) -> dict[str, str]:
+        """Reads the next message, which must be an ErrorResponse; returns its fields."""
+        type_, body = self.read_message()
+        assert type_ == b"E", f"expected ErrorResponse, got {type_!r} {body[:200]!r}"
+        return parse_fields(body)
+
+    def closed_by_peer(self, timeout: float = 5) -> bool:
+        """True once the peer has closed (EOF or reset) with nothing more to read."""
+        if self.buffer:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    # -- login
+
+    def login(self, user="app", password: str | None = PASSWORD, database="app",
+              params: dict | list | None = None, version: int = PROTOCOL_3_0, send_startup: bool = True) -> LoginResult:
+        if send_startup:
+            items = [("user", user), ("database", database)]
+            if params:
+                items += list(params.items() if isinstance(params, dict) else params)
+            self.send(startup_packet(items, version))
+        result = LoginResult()
+        scram = None
+        while True:
+            type_, body = self.read_message()
+            if type_ == b"E":
+                raise ServerError(parse_fields(body))
+            if type_ == b"v":
+                newest = struct.unpack("!I", body[:4])[0]
+                count = struct.unpack("!I", body[4:8])[0]
+                names = body[8:].split(b"\0")[:count]
+                result.negotiate = (newest, [n.decode() for n in names])
+            elif type_ == b"R":
+                code = struct.unpack("!I", body[:4])[0]
+                result.auth_requests.append(code)
+                if code == 0:
+                    pass
+                elif code == 3:
+                    self.send(message(b"p", password.encode() + b"\0"))
+                elif code == 5:
+                    salt = body[4:8]
+                    inner = hashlib.md5((password + user).encode()).hexdigest()
+                    digest = "md5" + hashlib.md5(inner.encode() + salt).hexdigest()
+                    self.send(message(b"p", digest.encode() + b"\0"))
+                elif code == 10:
+                    mechanisms = body[4:].split(b"\0")
+                    assert b"SCRAM-SHA-256" in mechanisms, mechanisms
+                    scram = ScramClient(password)
+                    first = scram.client_first()
+                    self.send(message(b"p", b"SCRAM-SHA-256\0" + struct.pack("!I", len(first)) + first))
+                elif code == 11:
+                    self.send(message(b"p", scram.client_final(body[4:])))
+                elif code == 12:
+                    scram.verify_server_final(body[4:])
+                else:
+                    raise AssertionError(f"unexpected authentication request {code}")
+            elif type_ == b"S":
+                name, value = body.split(b"\0")[:2]
+                result.parameters[name.decode()] = value.decode()
+            elif type_ == b"K":
+                result.backend_key = (struct.unpack("!I", body[:4])[0], body[4:])
+            elif type_ == b"N":
+                pass
+            elif type_ == b"Z":
+                result.status = body.decode()
+                return result
+            else:
+                raise AssertionError(f"unexpected message {type_!r} during login")
+
+    # -- queries
+
+    def query(self, sql: str) -> QueryResult:
+        self.send(query_message(sql))
+        return self.read_until_ready()
+
+    def read_until_ready(self) -> QueryResult:
+        result = QueryResult()
+        while True:
+            type_, body = self.read_message()
+            if type_ == b"D":
+                count = struct.unpack("!H", body[:2])[0]
+                pos, row = 2, []
+                for _ in range(count):
+                    length = struct.unpack("!i", body[pos:pos + 4])[0]
+                    pos += 4
+                    if length < 0:
+                        row.append(None)
+                    else:
+                        row.append(body[pos:pos + length].decode())
+                        pos += length
+                result.rows.append(row)
+            elif type_ == b"C":
+                result.tags.append(body.rstrip(b"\0").decode())
+            elif type_ == b"E":
+                result.errors.append(parse_fields(body))
+            elif type_ == b"N":
+                result.notices.append(parse_fields(body))
+            elif type_ == b"Z":
+                result.status = body.decode()
+                return result
+
+    def terminate(self):
+        try:
+            self.send(message(b"X"))
+        except OSError:
+            pass
+        self.close()
+
+
+class ScramClient:
+    """SCRAM-SHA-256 as libpq does it (no channel binding)."""
+
+    def __init__(self, password: str):
+        self.password = password.encode()
+        self.nonce = base64.b64encode(secrets.token_bytes(18)).decode()
+        self.first_bare = f"n=,r={self.nonce}"
+        self.server_first = ""
+        self.server_signature = b""
+
+    def client_first(self) -> bytes:
+        return ("n,," + self.first_bare).encode()
+
+    @staticmethod
+    def parse(text: str) -> dict[str, str]:
+        return {part[0]: part[2:] for part in text.split(",")}
+
+    def client_final(self, server_first: bytes) -> bytes:
+        self.server_first = server_first.decode()
+        attrs = self.parse(self.server_first)
+        assert attrs["r"].startswith(self.nonce), attrs
+        salt = base64.b64decode(attrs["s"])
+        iterations = int(attrs["i"])
+        salted = hashlib.pbkdf2_hmac("sha256", self.password, salt, iterations)
+        client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+        stored_key = hashlib.sha256(client_key).digest()
+        without_proof = f"c=biws,r={attrs['r']}"
+        auth_message = f"{self.first_bare},{self.server_first},{without_proof}".encode()
+        signature = hmac.new(stored_key, auth_message, hashlib.sha256).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+        self.server_signature = hmac.new(server_key, auth_message, hashlib.sha256).digest()
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+    def verify_server_final(self, data: bytes):
+        attrs = self.parse(data.decode())
+        assert base64.b64decode(attrs["v"]) == self.server_signature, "server signature mismatch"
+
+
+def scram_server_first(port: int, user: str) -> dict[str, str]:
+    """Starts a SCRAM login as `user` and returns the attributes of the server-first-message."""
+    with Wire(port) as w:
+        w.send(startup_packet({"user": user, "database": "app"}))
+        type_, body = w.read_message()
+        assert type_ == b"R" and struct.unpack("!I", body[:4])[0] == 10, (type_, body)
+        client = ScramClient("irrelevant")
+        first = client.client_first()
+        w.send(message(b"p", b"SCRAM-SHA-256\0" + struct.pack("!I", len(first)) + first))
+        type_, body = w.read_message()
+        assert type_ == b"R" and struct.unpack("!I", body[:4])[0] == 11, (type_, body)
+        return ScramClient.parse(body[4:].decode())
