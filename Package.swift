@@ -19,10 +19,10 @@ let package = Package(
         .target(name: "CShims", dependencies: ["CLibUV", "COpenSSL"], path: "Sources/CShims"),
         .target(name: "Wire", path: "Sources/Wire"),
         .target(name: "Router", path: "Sources/Router"),
-        .target(name: "LagMonitor", dependencies: ["CLibUV", "CLibPQ", "CShims"], path: "Sources/LagMonitor"),
+        .target(name: "LagMonitor", dependencies: ["CLibUV", "CLibPQ", "CShims", "Router"], path: "Sources/LagMonitor"),
         .target(
             name: "Proxy",
-            dependencies: ["Wire", "Router", "LagMonitor", "CLibUV", "COpenSSL", "CShims"],
+            dependencies: ["Wire", "Router", "CLibUV", "COpenSSL", "CShims"],
             path: "Sources/Proxy"
         ),
         .executableTarget(
@@ -40,6 +40,7 @@ let package = Package(
             exclude: ["compare.sh"]
         ),
         .testTarget(name: "WireTests", dependencies: ["Wire"], path: "Tests/WireTests"),
+        .testTarget(name: "RouterTests", dependencies: ["Router"], path: "Tests/RouterTests"),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Wire"], path: "Tests/ProxyTests"),
     ],
     swiftLanguageModes: [.v6]

@@ -225,6 +225,7 @@ struct WorkerStats {
     var unitsToPrimary = 0
     var unitsToReplicas = 0
     var unitsPerBackend: [Int: Int] = [:]
+    var retries = 0
 
     mutating func countUnit(backend: Int, toPrimary: Bool, reason: RouteReason) {
         routeReasons[reason, default: 0] += 1

@@ -338,9 +338,21 @@ extension ClientSession {
         }
 
         if unit.readies > 0 {
-            inFlight.append((link.backendIndex, UnitRecord(classification: unit.classification,
-                                                           settingsInUnit: unit.classification?.sessionCommands ?? [],
-                                                           readies: unit.readies)))
+            var record = UnitRecord(classification: unit.classification,
+                                    settingsInUnit: unit.classification?.sessionCommands ?? [],
+                                    readies: unit.readies)
+            let onReplica = link.backendIndex != currentPrimaryIndex()
+            if onReplica && inFlight.isEmpty && transactionStatus == .idle && boundLink == nil
+                && unit.end != .flush && !(unit.classification?.leavesTransactionOpen ?? false) {
+                record.retryUnit = unit
+                holdingLink = link.backendIndex
+                held.removeAll(keepingCapacity: true)
+            } else if let holding = holdingLink {
+                // Something else follows the held unit on the wire: its responses can no longer
+                // be told apart by position, so let the held bytes go and stop holding.
+                releaseHeld(from: holding)
+            }
+            inFlight.append((link.backendIndex, record))
         }
         boundLink = unit.end == .flush ? link.backendIndex : nil
         lastLink = link.backendIndex

@@ -20,6 +20,18 @@ extension ClientSession: ServerLinkDelegate {
         }
         if boundLink == index { boundLink = nil }
         if copyLink == index { copyLink = nil }
+        if let head = inFlight.first, head.link == index, inFlight.count == 1, holdingLink == index,
+           let unit = head.unit.retryUnit {
+            // Nothing of this read reached the client yet: run it somewhere else.
+            log.info("read_retried", ["session": id, "backend": link.backend.config.name, "reason": "server_lost"])
+            inFlight.removeAll()
+            holdingLink = nil
+            held.removeAll(keepingCapacity: true)
+            markUnavailable(index)
+            worker.stats.retries += 1
+            resend(unit)
+            return
+        }
         let hadWork = inFlight.contains { $0.link == index }
         let heldState = index == primaryIndex && (!pins.isEmpty || transactionStatus != .idle)
         if hadWork || (routing.transactionBackend == index && transactionStatus != .idle) || heldState {
@@ -62,6 +74,15 @@ extension ClientSession: ServerLinkDelegate {
 
     func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?) -> Bool {
         guard phase == .relaying else { return false }
+        if holdingLink == link.backendIndex {
+            if let ranges {
+                for range in ranges { held.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[range])) }
+            } else {
+                held.append(contentsOf: bytes)
+            }
+            if held.count > Self.holdLimit { releaseHeld(from: link.backendIndex) }
+            return false
+        }
         defer {
             if client.isAboveHighWater { updateLinkReading() }
         }
@@ -90,8 +111,11 @@ extension ClientSession: ServerLinkDelegate {
         case let .clientError(body):
             if let position = inFlight.firstIndex(where: { $0.link == link.backendIndex }) {
                 inFlight[position].unit.sawError = true
+                if holdingLink == link.backendIndex, inFlight[position].unit.retryUnit != nil,
+                   let body, Self.isRetryableOnPrimary(body) {
+                    inFlight[position].unit.retryElsewhere = true
+                }
             }
-            _ = body
         case let .internalMessage(tag, type, body):
             if type == BackendMessage.TypeByte.errorResponse {
                 let message = body.flatMap { try? BackendMessage.decode(type: type, body: $0) }
@@ -119,6 +143,21 @@ extension ClientSession: ServerLinkDelegate {
             return
         }
         let record = inFlight.remove(at: position).unit
+        if holdingLink == link.backendIndex {
+            holdingLink = nil
+            if record.retryElsewhere, let unit = record.retryUnit {
+                // The replica refused a read it should have accepted (read-only, recovery
+                // conflict): the client never sees that; the read runs on the primary.
+                held.removeAll(keepingCapacity: true)
+                log.info("read_retried", ["session": id, "backend": link.backend.config.name, "reason": "refused"])
+                worker.stats.retries += 1
+                var primaryUnit = unit
+                primaryUnit.forcePrimary = true
+                resend(primaryUnit)
+                return
+            }
+            flushHeld()
+        }
         transactionStatus = status
         let tracked = record.settingsInUnit.filter { !$0.isLocal }
         switch status {
@@ -143,6 +182,47 @@ extension ClientSession: ServerLinkDelegate {
         if shuttingDown && isQuiet {
             sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
                                   message: "terminating connection because causeway is shutting down"))
+        }
+    }
+
+    /// Re-dispatches a unit that has not produced any client-visible output yet.
+    func resend(_ unit: RequestUnit) {
+        if let blocked = blockedUnit {
+            // Keep order: the retried unit goes before the one that was waiting behind it.
+            blockedUnit = nil
+            dispatch(unit)
+            if blockedUnit == nil { blockedUnit = blocked } else { pendingResend = blocked }
+        } else {
+            dispatch(unit)
+        }
+        updateLinkReading()
+        if blockedUnit == nil { processInbound() }
+    }
+
+    func releaseHeld(from index: Int) {
+        holdingLink = nil
+        if let position = inFlight.firstIndex(where: { $0.link == index }) {
+            inFlight[position].unit.retryUnit = nil
+        }
+        flushHeld()
+    }
+
+    private func flushHeld() {
+        guard !held.isEmpty else { return }
+        client.write(held)
+        held.removeAll(keepingCapacity: true)
+    }
+
+    /// 25006: the replica says read-only (the classifier missed a write); 40001 with a
+    /// recovery-conflict cancel, or 57P04: replay got in the way. All safe to re-run elsewhere
+    /// for an autocommit read that returned nothing yet.
+    static func isRetryableOnPrimary(_ body: ArraySlice<UInt8>) -> Bool {
+        guard case let .errorResponse(fields)? = try? BackendMessage.decode(type: BackendMessage.TypeByte.errorResponse, body: body),
+              let state = fields.sqlState else { return false }
+        switch state {
+        case SQLState.readOnlyTransaction, "57P04": return true
+        case "40001": return (fields.message ?? "").contains("conflict with recovery")
+        default: return false
         }
     }
 

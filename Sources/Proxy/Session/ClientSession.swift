@@ -41,6 +41,8 @@ final class ClientSession: StreamDelegate {
     /// A unit that could not be sent yet (its link is connecting, or another link still owes
     /// responses); no further client input is processed until it goes.
     var blockedUnit: RequestUnit?
+    /// A unit that was blocked when a retry had to go first.
+    var pendingResend: RequestUnit?
     /// After a Flush, the rest of the batch up to Sync must go to the same server.
     var boundLink: Int?
     var copyLink: Int?
@@ -71,7 +73,16 @@ final class ClientSession: StreamDelegate {
         var settingsInUnit: [SessionCommand]
         var readies: Int
         var sawError = false
+        /// Kept for an autocommit read on a replica: if the replica refuses it (read-only,
+        /// recovery conflict) or dies before anything reached the client, it is re-run elsewhere.
+        var retryUnit: RequestUnit?
+        var retryElsewhere = false
     }
+
+    /// Responses of a retryable unit, held back until its ReadyForQuery shows it succeeded.
+    var held: [UInt8] = []
+    var holdingLink: Int?
+    static let holdLimit = 256 * 1024
 
     init(worker: Worker, client: Stream) {
         self.worker = worker
