@@ -43,6 +43,8 @@ public struct LagCalculator: Sendable {
     private struct Replica: Sendable {
         var lastReplay: LSN?
         var lastTime: UInt64 = 0
+        /// When replay was last seen to move.
+        var lastAdvance: UInt64 = 0
         var rate: Double = 0
         /// The lag start computed for `cachedReplay`: it cannot change while replay stands still,
         /// so a stalled replica keeps an exact, growing lag even after its start left the history.
@@ -149,12 +151,19 @@ public struct LagCalculator: Sendable {
         if let previous = state.lastReplay {
             if lsn < previous {
                 state.rate = 0
+                state.lastAdvance = time
             } else if time > state.lastTime {
                 let elapsed = Double(time - state.lastTime)
                 let instant = Double(lsn.value - previous.value) / (elapsed / 1e9)
                 let alpha = 1 - exp(-elapsed / Double(rateTimeConstantNanos))
                 state.rate += alpha * (instant - state.rate)
+                if lsn > previous { state.lastAdvance = time }
+                // Replay that has not moved for a whole time constant is stalled (paused, or
+                // waiting for WAL): its rate is 0, not a value decaying towards 0 forever.
+                if time > state.lastAdvance, time - state.lastAdvance >= rateTimeConstantNanos { state.rate = 0 }
             }
+        } else {
+            state.lastAdvance = time
         }
         if state.lastReplay == nil || time >= state.lastTime {
             state.lastReplay = lsn

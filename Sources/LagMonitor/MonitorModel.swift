@@ -248,7 +248,9 @@ public struct MonitorModel: Sendable {
             backends[position].lagBytes = lag.bytes
             backends[position].lagMs = lag.ms
             backends[position].replayRateBytesPerSecond = lag.replayRateBytesPerSecond
-            backends[position].catchUpEstimateMs = lag.catchUpEstimateMs
+            // A paused replica will not catch up until someone resumes it.
+            backends[position].catchUpEstimateMs =
+                backends[position].replayPaused && lag.bytes > 0 ? nil : lag.catchUpEstimateMs
         }
         return Topology(backends: backends, volatileFunctions: volatileFunctions, multiplePrimaries: multiplePrimaries)
     }

@@ -1,5 +1,7 @@
 // What the LagMonitor is told: the backends to watch and how to reach and poll them.
 
+import Router
+
 /// The role a backend was given in the configuration. The monitor always trusts what
 /// `pg_is_in_recovery()` reports; the declared role is only the role shown before the first
 /// successful poll, and a disagreement is logged.

@@ -87,6 +87,7 @@ def parse_env_file(path: Path) -> dict[str, str]:
 class Cluster:
     dir: Path
     env: dict[str, str]
+    _monitors: dict[int, psycopg.Connection] = field(default_factory=dict)
 
     @property
     def primary_port(self) -> int:
@@ -107,9 +108,46 @@ class Cluster:
     def primary_dsn(self, user="postgres", password="postgres", dbname="postgres") -> str:
         return f"host={HOST} port={self.primary_port} user={user} password={password} dbname={dbname} connect_timeout=5"
 
-    def superuser(self, dbname="postgres") -> psycopg.Connection:
-        """A direct autocommit connection to the primary as postgres: the servers' own word."""
-        return psycopg.connect(self.primary_dsn(dbname=dbname), autocommit=True)
+    @property
+    def server_ports(self) -> list[int]:
+        return [self.primary_port, *self.replica_ports]
+
+    def superuser(self, dbname="postgres", port: int | None = None) -> psycopg.Connection:
+        """A direct autocommit connection to a server (the primary by default) as postgres."""
+        return psycopg.connect(self.primary_dsn(dbname=dbname).replace(
+            f"port={self.primary_port}", f"port={port or self.primary_port}"), autocommit=True)
+
+    def monitor(self, port: int) -> psycopg.Connection:
+        """A long-lived superuser connection to one server, for looking at pg_stat_activity."""
+        conn = self._monitors.get(port)
+        if conn is None or conn.closed:
+            conn = self._monitors[port] = self.superuser(port=port)
+        return conn
+
+    def activity(self, where: str = "true", params: tuple = ()) -> list[dict]:
+        """pg_stat_activity rows matching `where`, from every server of the cluster (the proxy may
+        route a session's statements to the primary or to replicas). Each row has a `port`."""
+        rows = []
+        for port in self.server_ports:
+            cursor = self.monitor(port).execute(
+                "select pid, usename, datname, application_name, state, query, wait_event, backend_type,"
+                f" backend_xid from pg_stat_activity where {where}", params)
+            names = [c.name for c in cursor.description]
+            rows += [dict(zip(names, row), port=port) for row in cursor.fetchall()]
+        return rows
+
+    def backend(self, pid: int) -> dict | None:
+        """The server backend with this pid, on whichever server runs it (None once it is gone)."""
+        rows = self.activity("pid = %s", (pid,))
+        return rows[0] if rows else None
+
+    def backends_of(self, application_name: str) -> list[dict]:
+        return self.activity("application_name = %s and backend_type = 'client backend'", (application_name,))
+
+    def close_monitors(self):
+        for conn in self._monitors.values():
+            conn.close()
+        self._monitors.clear()
 
     def config_text(self, proxy_overrides: dict | None = None, listen_port: int | None = None) -> str:
         """The sandbox's causeway.toml with a rewritten [proxy] table."""
@@ -169,7 +207,10 @@ def cluster(workdir) -> Cluster:
         env = parse_env_file(sandbox_dir / "sandbox.env")
         cluster = Cluster(dir=sandbox_dir, env=env)
         assert len(cluster.replica_ports) == 2, env
-        yield cluster
+        try:
+            yield cluster
+        finally:
+            cluster.close_monitors()
     finally:
         down = run_causeway("sandbox", "down", "--dir", str(sandbox_dir), timeout=120)
         if down.returncode != 0:
@@ -352,12 +393,6 @@ def table(superuser):
     superuser.execute(f"alter table {name} owner to app")
     yield name
     superuser.execute(f"drop table if exists {name}")
-
-
-def backends_with_app_name(superuser: psycopg.Connection, application_name: str) -> list[tuple]:
-    return superuser.execute(
-        "select pid, state, backend_type from pg_stat_activity where application_name = %s",
-        (application_name,)).fetchall()
 
 
 # --------------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_gssenc_request_is_answered_N_and_login_proceeds(proxy, bystander):
     ((3 << 16) | 2, {"_pq_.a": "1", "_pq_.b": "2"}, (0, ["_pq_.a", "_pq_.b"])),
     ((3 << 16) | 9999, {}, (0, [])),
 ], ids=["protocol 3.2", "_pq_ option", "3.2 with two _pq_ options", "protocol 3.9999"])
-def test_newer_protocol_gets_negotiate_protocol_version_and_still_logs_in(proxy, superuser, version, options, expected):
+def test_newer_protocol_gets_negotiate_protocol_version_and_still_logs_in(proxy, cluster, version, options, expected):
     app_name = unique("negotiate")
     with Wire(proxy.port) as w:
         login = w.login(version=version, params={**options, "application_name": app_name})
@@ -122,8 +122,7 @@ def test_newer_protocol_gets_negotiate_protocol_version_and_still_logs_in(proxy,
         assert len(login.backend_key[1]) == 4
         pid = int(w.query("select pg_backend_pid()").rows[0][0])
         # The server got the ordinary parameters (a _pq_ one would have made it fail the login).
-        assert superuser.execute("select application_name from pg_stat_activity where pid = %s",
-                                 (pid,)).fetchone() == (app_name,)
+        assert cluster.backend(pid)["application_name"] == app_name
 
 
 def test_protocol_3_0_without_options_gets_no_negotiation(proxy):
@@ -131,10 +130,8 @@ def test_protocol_3_0_without_options_gets_no_negotiation(proxy):
         assert w.login().negotiate is None
 
 
-def assert_server_backend_gone(superuser, pid):
-    wait_until(lambda: superuser.execute("select count(*) from pg_stat_activity where pid = %s",
-                                         (pid,)).fetchone()[0] == 0,
-               timeout=5, message=f"server backend {pid} to exit")
+def assert_server_backend_gone(cluster, pid):
+    wait_until(lambda: cluster.backend(pid) is None, timeout=5, message=f"server backend {pid} to exit")
 
 
 GARBAGE_AFTER_LOGIN = {
@@ -147,7 +144,7 @@ GARBAGE_AFTER_LOGIN = {
 
 
 @pytest.mark.parametrize("payload", list(GARBAGE_AFTER_LOGIN.values()), ids=list(GARBAGE_AFTER_LOGIN))
-def test_garbage_after_login_is_08P01_and_nothing_leaks(proxy, superuser, bystander, payload):
+def test_garbage_after_login_is_08P01_and_nothing_leaks(proxy, cluster, bystander, payload):
     with Wire(proxy.port) as w:
         w.login()
         pid = int(w.query("select pg_backend_pid()").rows[0][0])
@@ -156,7 +153,7 @@ def test_garbage_after_login_is_08P01_and_nothing_leaks(proxy, superuser, bystan
         assert fields["C"] == "08P01", fields
         assert fields["S"] == "FATAL"
         assert w.closed_by_peer()
-    assert_server_backend_gone(superuser, pid)
+    assert_server_backend_gone(cluster, pid)
 
 
 def test_garbage_during_authentication_is_08P01(proxy, bystander):
@@ -218,7 +215,7 @@ def test_replication_false_is_an_ordinary_connection(proxy):
         assert conn.execute("select 1").fetchone()[0] == 1
 
 
-def test_too_many_clients_is_53300(make_proxy, superuser):
+def test_too_many_clients_is_53300(make_proxy):
     proxy = make_proxy(max_client_conn=2)
     # Failed logins must not use up slots.
     for _ in range(4):

@@ -20,7 +20,9 @@ def psql(proxy, *args, input=None, timeout=120, check=True, dbname="app"):
 
 def test_multi_statement_query_returns_every_result(proxy, cluster):
     result = psql(proxy, "-At", "-c", "select 1; select 2; select inet_server_port()")
-    assert result.stdout.split() == ["1", "2", str(cluster.primary_port)]
+    one, two, port = result.stdout.split()
+    assert (one, two) == ("1", "2")
+    assert int(port) in cluster.server_ports
 
 
 def test_multi_statement_query_with_ddl_and_writes(proxy):
@@ -69,7 +71,6 @@ def test_copy_in_and_out_round_trips_a_few_megabytes(proxy, table, superuser, tm
 def test_errors_show_their_sqlstate_and_the_session_stays_usable(proxy):
     script = "\n".join([
         "\\set VERBOSITY verbose",
-        "select pg_backend_pid() as pid \\gset",
         "selec 1;",
         "\\echo state1=:LAST_ERROR_SQLSTATE",
         "select 1/0;",
@@ -79,7 +80,7 @@ def test_errors_show_their_sqlstate_and_the_session_stays_usable(proxy):
         "select 1;",
         "\\echo state3=:LAST_ERROR_SQLSTATE",
         "rollback;",
-        "select 'alive', pg_backend_pid() = :pid, 6 * 7;",
+        "select 'alive', 6 * 7;",
         "",
     ])
     result = psql(proxy, "-At", input=script)
@@ -91,8 +92,7 @@ def test_errors_show_their_sqlstate_and_the_session_stays_usable(proxy):
     assert "state1=42601" in out
     assert "state2=22012" in out
     assert "state3=25P02" in out
-    # Same server backend throughout: the proxy did not reconnect behind the client's back.
-    assert out[-1] == "alive|t|42"
+    assert out[-1] == "alive|42"
 
 
 def test_a_failing_command_sets_the_exit_status(proxy):
@@ -124,4 +124,5 @@ def test_a_loop_of_many_queries_in_one_session(proxy):
     result = psql(proxy, "-At", "-F", " ", input=script)
     rows = [line.split() for line in result.stdout.splitlines()]
     assert [int(r[0]) for r in rows] == [i * 2 for i in range(count)]
-    assert len({r[1] for r in rows}) == 1, "every query should run on the same server backend"
+    # The session kept its server connections: at most one backend per server, not one per query.
+    assert len({r[1] for r in rows}) <= 3

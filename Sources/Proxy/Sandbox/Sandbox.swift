@@ -279,7 +279,7 @@ public enum Sandbox {
         lines.append("  \(conn(state.proxyPort, SandboxDefaults.superuser, SandboxDefaults.superuserPassword, "causeway"))   # admin console")
         lines.append("  metrics: http://\(SandboxDefaults.host):\(state.metricsPort)/metrics")
         lines.append("")
-        lines.append("Roles: postgres/postgres (superuser, scram), app/secret (scram), app_md5/secret (md5), app_trust (trust), app_scram/secret (scram; the proxy config holds its verifier). Database app is owned by app.")
+        lines.append("Roles: postgres/postgres (superuser, scram), app/secret (scram), app_md5/secret (md5), app_trust (trust), app_scram/secret (scram; the proxy config holds its verifier). Database app is owned by app; the app roles can use each other's tables in schema public.")
         lines.append("Files: \(state.configPath), \(state.envPath), logs \(state.dir)/*.log")
         lines.append("Stop and remove: causeway sandbox down --dir \(state.dir)")
         return lines.joined(separator: "\n")
@@ -651,6 +651,10 @@ struct SandboxBuilder {
         \\connect app
         CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
         GRANT ALL ON SCHEMA public TO app_md5, app_trust, app_scram;
+        ALTER DEFAULT PRIVILEGES FOR ROLE app, app_md5, app_trust, app_scram IN SCHEMA public
+            GRANT ALL ON TABLES TO app, app_md5, app_trust, app_scram;
+        ALTER DEFAULT PRIVILEGES FOR ROLE app, app_md5, app_trust, app_scram IN SCHEMA public
+            GRANT ALL ON SEQUENCES TO app, app_md5, app_trust, app_scram;
 
         """
     }

@@ -8,6 +8,8 @@ import Wire
 extension ClientSession {
     static let settingsReplayTag = 1
     static let closeTag = 2
+    static let lsnCaptureTag = 3
+    static let lsnCaptureQuery = FrontendMessage.query("SELECT pg_catalog.pg_current_wal_insert_lsn()").encoded()
 
     func processInbound() {
         while phase == .relaying && blockedUnit == nil {
@@ -164,6 +166,11 @@ extension ClientSession {
 
     func dispatch(_ unit: RequestUnit) {
         guard phase == .relaying else { return }
+        // The floor is about to rise: route nothing new until it has.
+        if lsnCapturePending && boundLink == nil {
+            block(unit)
+            return
+        }
         // Replies the proxy makes itself must come after everything already in flight.
         if let reply = unit.localReply {
             guard inFlight.isEmpty else {
@@ -309,8 +316,16 @@ extension ClientSession {
         }
         if injectedParses > 0 { link.expectInternal(.injectedCompletions(count: injectedParses)) }
         out += unit.bytes
+        let capture = needsLSNCapture(unit, on: link)
+        if capture { out += Self.lsnCaptureQuery }
         link.send(out)
         link.noteClientRequest(readies: unit.readies)
+        if capture {
+            // Pipelined behind the client's own request: the client's ReadyForQuery is relayed
+            // first, the LSN arrives a moment later on the same connection and is swallowed.
+            link.expectInternal(.internalRequest(tag: Self.lsnCaptureTag))
+            lsnCapturePending = true
+        }
 
         // What the server now holds.
         for (name, statement) in unit.parses {
@@ -363,6 +378,31 @@ extension ClientSession {
         worker.stats.countUnit(backend: link.backendIndex, toPrimary: link.backendIndex == currentPrimaryIndex(),
                                reason: reason)
         updateLinkReading()
+    }
+
+    /// Whether this unit may end a transaction that wrote, so its commit LSN must be captured.
+    /// Only units that end outside a transaction qualify: inside one, the LSN would precede the
+    /// commit.
+    private func needsLSNCapture(_ unit: RequestUnit, on link: ServerLink) -> Bool {
+        guard unit.readies > 0, link.backendIndex == currentPrimaryIndex() || link.backendIndex == primaryIndex else {
+            return false
+        }
+        let classification = unit.classification
+        let writes = unit.forcePrimary || (classification?.isWrite(volatileFunctions: worker.runtime.topology().volatileFunctions) ?? false)
+        if transactionStatus == .idle {
+            if classification?.leavesTransactionOpen ?? false {
+                if writes { transactionWrote = true }
+                return false
+            }
+            return writes
+        }
+        if writes { transactionWrote = true }
+        switch classification?.transaction {
+        case .commit?, .prepareTransaction?:
+            return transactionWrote && !(classification?.leavesTransactionOpen ?? false)
+        default:
+            return false
+        }
     }
 
     /// The session reads from one replica at a time (sticky while eligible); moving to another

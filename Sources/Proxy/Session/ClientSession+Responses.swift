@@ -117,15 +117,17 @@ extension ClientSession: ServerLinkDelegate {
                 }
             }
         case let .internalMessage(tag, type, body):
-            if type == BackendMessage.TypeByte.errorResponse {
+            if tag == Self.lsnCaptureTag, type == BackendMessage.TypeByte.dataRow, let body {
+                capturedLSN = Self.parseSingleTextValue(body).flatMap(LSN.init(parsing:))
+            } else if type == BackendMessage.TypeByte.errorResponse {
                 let message = body.flatMap { try? BackendMessage.decode(type: type, body: $0) }
                 var text = ""
                 if case let .errorResponse(fields)? = message { text = fields.message ?? "" }
                 log.warn(tag == Self.settingsReplayTag ? "settings_replay_failed" : "internal_request_failed",
                          ["session": id, "backend": link.backend.config.name, "message": text])
             }
-        case .internalDone:
-            break
+        case let .internalDone(tag, _):
+            if tag == Self.lsnCaptureTag { lsnCaptured() }
         case .copyInStarted:
             copyLink = link.backendIndex
         case .copyOutStarted, .fatalError:
@@ -170,6 +172,7 @@ extension ClientSession: ServerLinkDelegate {
             }
             settingsInTransaction.removeAll()
             transactionFailed = false
+            if inFlight.isEmpty { transactionWrote = false }
         case .inTransaction:
             settingsInTransaction += tracked
         case .failed:
@@ -224,6 +227,26 @@ extension ClientSession: ServerLinkDelegate {
         case "40001": return (fields.message ?? "").contains("conflict with recovery")
         default: return false
         }
+    }
+
+    private func lsnCaptured() {
+        lsnCapturePending = false
+        if let lsn = capturedLSN {
+            capturedLSN = nil
+            routing.floor = max(routing.floor ?? lsn, lsn)
+            if worker.runtime.config.routing.reportLSN {
+                client.write(BackendMessage.parameterStatus(name: "causeway.lsn", value: lsn.description).encoded())
+            }
+        }
+        retryBlocked()
+    }
+
+    /// The text of the first column of a one-column DataRow.
+    static func parseSingleTextValue(_ body: ArraySlice<UInt8>) -> String? {
+        var reader = ByteReader(body, messageType: BackendMessage.TypeByte.dataRow)
+        guard let columns = try? reader.readInt16(), columns >= 1, let length = try? reader.readInt32(), length >= 0,
+              let bytes = try? reader.readBytes(Int(length)) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     func markUnavailable(_ index: Int) {

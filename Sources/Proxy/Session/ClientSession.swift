@@ -79,6 +79,12 @@ final class ClientSession: StreamDelegate {
         var retryElsewhere = false
     }
 
+    /// A commit's LSN is being fetched; reads wait for it so they are routed with the new floor.
+    var lsnCapturePending = false
+    /// The open transaction has written (so its COMMIT needs an LSN capture).
+    var transactionWrote = false
+    var capturedLSN: LSN?
+
     /// Responses of a retryable unit, held back until its ReadyForQuery shows it succeeded.
     var held: [UInt8] = []
     var holdingLink: Int?
