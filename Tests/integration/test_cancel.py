@@ -14,19 +14,24 @@ import pytest
 from conftest import CANCEL_REQUEST_CODE, Wire, unique, wait_until
 
 
-def wait_for_active_query(superuser, server_pid: int, fragment: str):
-    def active():
-        row = superuser.execute("select state, query from pg_stat_activity where pid = %s", (server_pid,)).fetchone()
-        return row is not None and row[0] == "active" and fragment in row[1]
-    wait_until(active, timeout=10, message=f"backend {server_pid} to run {fragment!r}")
+def sleeping_backend(cluster, application_name: str):
+    """The server backend (on whichever server) of this session that is running pg_sleep."""
+    for row in cluster.backends_of(application_name):
+        if row["state"] == "active" and "pg_sleep" in row["query"]:
+            return row
+    return None
 
 
-def cancel_while_sleeping(conn, superuser, cancel):
-    server_pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+def cancel_while_sleeping(conn, cluster, cancel, sql="select pg_sleep(10)"):
+    """Runs `sql` on `conn`, cancels it with `cancel(conn)` once a server runs it; returns that backend."""
+    app_name = conn.info.parameter_status("application_name")
+    assert app_name, "connect with a unique application_name"
     cancelled_at = []
+    backend = []
 
     def canceller():
-        wait_for_active_query(superuser, server_pid, "pg_sleep")
+        backend.append(wait_until(lambda: sleeping_backend(cluster, app_name), timeout=10,
+                                  message="the query to run on a server"))
         cancelled_at.append(time.monotonic())
         cancel(conn)
 
@@ -34,30 +39,40 @@ def cancel_while_sleeping(conn, superuser, cancel):
     thread.start()
     try:
         with pytest.raises(psycopg.errors.QueryCanceled) as raised:
-            conn.execute("select pg_sleep(10)")
+            conn.execute(sql)
         failed_at = time.monotonic()
     finally:
         thread.join(timeout=15)
     assert cancelled_at, "the canceller never saw the query running"
     assert raised.value.sqlstate == "57014"
+    assert raised.value.diag.message_primary == "canceling statement due to user request"
     assert failed_at - cancelled_at[0] < 1.0, f"cancel took {failed_at - cancelled_at[0]:.2f}s"
-    return server_pid
+    return backend[0]
 
 
 @pytest.mark.parametrize("api", ["cancel", "cancel_safe"])
-def test_cancel_a_running_query(proxy, superuser, api):
-    with proxy.connect() as conn:
-        server_pid = cancel_while_sleeping(conn, superuser, lambda c: getattr(c, api)())
-        # The session continues on the same server backend.
-        assert conn.execute("select pg_backend_pid(), 1 + 1").fetchone() == (server_pid, 2)
-        state = superuser.execute("select state from pg_stat_activity where pid = %s", (server_pid,)).fetchone()
-        assert state == ("idle",)
+def test_cancel_a_running_query(proxy, cluster, api):
+    with proxy.connect(application_name=unique("cancel")) as conn:
+        backend = cancel_while_sleeping(conn, cluster, lambda c: getattr(c, api)())
+        # The server backend survived the cancel and the session goes on.
+        assert conn.execute("select 1 + 1").fetchone()[0] == 2
+        wait_until(lambda: (cluster.backend(backend["pid"]) or {}).get("state") == "idle", timeout=5,
+                   message="the cancelled backend to be idle")
 
 
-def test_cancel_inside_a_transaction_aborts_only_that_transaction(proxy, superuser, table):
-    with proxy.connect(autocommit=False) as conn:
+def test_cancel_a_query_that_writes(proxy, cluster, table):
+    with proxy.connect(application_name=unique("cancel")) as conn:
+        backend = cancel_while_sleeping(
+            conn, cluster, lambda c: c.cancel_safe(),
+            sql=f"insert into {table} (id) select 1 from pg_sleep(10)")
+        assert backend["port"] == cluster.primary_port
+        assert conn.execute(f"select count(*) from {table}").fetchone()[0] == 0
+
+
+def test_cancel_inside_a_transaction_aborts_only_that_transaction(proxy, cluster, superuser, table):
+    with proxy.connect(autocommit=False, application_name=unique("cancel")) as conn:
         conn.execute(f"insert into {table} (id) values (1)")
-        cancel_while_sleeping(conn, superuser, lambda c: c.cancel_safe())
+        cancel_while_sleeping(conn, cluster, lambda c: c.cancel_safe())
         with pytest.raises(psycopg.errors.InFailedSqlTransaction):
             conn.execute("select 1")
         conn.rollback()
@@ -66,7 +81,7 @@ def test_cancel_inside_a_transaction_aborts_only_that_transaction(proxy, superus
     assert superuser.execute(f"select array_agg(id) from {table}").fetchone()[0] == [2]
 
 
-def test_psql_ctrl_c_cancels_the_query(proxy, superuser):
+def test_psql_ctrl_c_cancels_the_query(proxy, cluster):
     app_name = unique("psql_cancel")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(PGPASSWORD="secret", PGAPPNAME=app_name, PGCONNECT_TIMEOUT="5")
@@ -77,16 +92,10 @@ def test_psql_ctrl_c_cancels_the_query(proxy, superuser):
         process.stdin.write("\\set VERBOSITY verbose\nselect pg_sleep(10);\n")
         process.stdin.flush()
 
-        def sleeping_backend():
-            row = superuser.execute("select pid from pg_stat_activity where application_name = %s "
-                                    "and state = 'active' and query like '%%pg_sleep%%'", (app_name,)).fetchone()
-            return row and row[0]
-
-        server_pid = wait_until(sleeping_backend, timeout=10, message="psql's query to run")
-        # Interactive Ctrl-C: psql sends a CancelRequest (to the proxy, with the proxy's key).
+        backend = wait_until(lambda: sleeping_backend(cluster, app_name), timeout=10, message="psql's query to run")
+        # Ctrl-C: psql sends a CancelRequest (to the proxy, with the proxy's key).
         process.send_signal(signal.SIGINT)
-        wait_until(lambda: superuser.execute("select state from pg_stat_activity where pid = %s",
-                                             (server_pid,)).fetchone() != ("active",),
+        wait_until(lambda: (cluster.backend(backend["pid"]) or {}).get("state") != "active",
                    timeout=1.0, interval=0.02, message="the server to stop the query")
         # A script stopped by Ctrl-C exits; the cancellation is what it reports.
         _, stderr = process.communicate(timeout=10)
@@ -97,15 +106,16 @@ def test_psql_ctrl_c_cancels_the_query(proxy, superuser):
             process.communicate()
 
 
-def test_cancel_requests_with_a_wrong_key_cancel_nothing(proxy, superuser):
-    with proxy.connect() as conn:
-        server_pid = conn.execute("select pg_backend_pid()").fetchone()[0]
-        proxy_pid = conn.info.backend_pid  # the proxy's key, not the server's pid
+def test_cancel_requests_with_a_wrong_key_cancel_nothing(proxy, cluster):
+    app_name = unique("cancel")
+    with proxy.connect(application_name=app_name) as conn:
+        proxy_pid = conn.info.backend_pid  # the proxy's key, not a server's pid
         results = []
         thread = threading.Thread(target=lambda: results.append(conn.execute("select pg_sleep(1.5), 'done'").fetchone()))
         thread.start()
         try:
-            wait_for_active_query(superuser, server_pid, "pg_sleep")
+            server_pid = wait_until(lambda: sleeping_backend(cluster, app_name), timeout=10,
+                                    message="the query to run")["pid"]
             for pid, secret in [(proxy_pid, b"\0\0\0\0"), (proxy_pid, b"\xff" * 4), (server_pid, b"\x01\x02\x03\x04"),
                                 (proxy_pid + 1000, b"abcd")]:
                 with Wire(proxy.port) as w:

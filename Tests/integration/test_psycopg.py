@@ -92,9 +92,10 @@ def test_copy_from_and_to_stdin(proxy, table, superuser):
         assert conn.execute("select 1").fetchone()[0] == 1
 
 
-def test_listen_notify_through_the_proxy(proxy, superuser):
+def test_listen_notify_through_the_proxy(proxy, cluster, superuser):
     channel = unique("chan")
-    with proxy.connect() as listener, proxy.connect() as notifier:
+    notifier_name = unique("notifier")
+    with proxy.connect() as listener, proxy.connect(application_name=notifier_name) as notifier:
         listener.execute(f"listen {channel}")
         # From another proxied session...
         notifier.execute("select pg_notify(%s, %s)", (channel, "from the proxy"))
@@ -103,8 +104,9 @@ def test_listen_notify_through_the_proxy(proxy, superuser):
         received = list(listener.notifies(timeout=5, stop_after=2))
         assert sorted(n.payload for n in received) == ["from the primary", "from the proxy"]
         assert all(n.channel == channel for n in received)
-        assert {n.pid for n in received} == {
-            notifier.execute("select pg_backend_pid()").fetchone()[0], superuser.info.backend_pid}
+        # Notifications name the sending server backends: the notifier's on the primary, and ours.
+        notifier_pids = {row["pid"] for row in cluster.backends_of(notifier_name) if row["port"] == cluster.primary_port}
+        assert {n.pid for n in received} == notifier_pids | {superuser.info.backend_pid}
         # The listening session is still fine.
         assert listener.execute("select 1").fetchone()[0] == 1
 
@@ -155,23 +157,29 @@ def proxy_rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_a_client_that_stops_reading_holds_the_server_back_not_the_proxy_memory(proxy, superuser):
+def test_a_client_that_stops_reading_holds_the_server_back_not_the_proxy_memory(proxy, cluster):
     """Backpressure: with a client that reads nothing, the server ends up blocked writing to the
     proxy (wait_event ClientWrite) while the proxy holds only a bounded amount of the result."""
     before = proxy_rss_bytes(proxy.pid)
     wire = Wire(proxy.port, timeout=10)
     try:
         wire.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        wire.login(params={"application_name": unique("slowreader")})
-        pid = wire.query("select pg_backend_pid()").rows[0][0]
+        app_name = unique("slowreader")
+        wire.login(params={"application_name": app_name})
         # About 400 MB of rows, far more than socket buffers could hold.
         wire.send(query_message("select repeat('z', 1000) from generate_series(1, 400000)"))
 
-        def server_blocked():
-            row = superuser.execute("select state, wait_event from pg_stat_activity where pid = %s", (int(pid),)).fetchone()
-            return row == ("active", "ClientWrite")
+        def blocked_backend():
+            for row in cluster.backends_of(app_name):
+                if row["state"] == "active" and row["wait_event"] == "ClientWrite" and "repeat" in row["query"]:
+                    return row
+            return None
 
-        wait_until(server_blocked, timeout=20, message="the server to block on ClientWrite")
+        pid = wait_until(blocked_backend, timeout=20, message="the server to block on ClientWrite")["pid"]
+
+        def server_blocked():
+            return (cluster.backend(pid) or {}).get("wait_event") == "ClientWrite"
+
         # Let whatever the proxy is going to buffer arrive, then look at its memory.
         wait_until(lambda: all(server_blocked() for _ in range(5)), timeout=10, message="a steady ClientWrite")
         grown = proxy_rss_bytes(proxy.pid) - before
@@ -184,12 +192,11 @@ def test_a_client_that_stops_reading_holds_the_server_back_not_the_proxy_memory(
     finally:
         wire.close()
     # Hanging up mid-result ends the server's query and backend too.
-    wait_until(lambda: superuser.execute("select count(*) from pg_stat_activity where pid = %s",
-                                         (int(pid),)).fetchone()[0] == 0,
-               timeout=10, message="the server backend of the vanished client to exit")
+    wait_until(lambda: cluster.backend(pid) is None, timeout=10,
+               message="the server backend of the vanished client to exit")
 
 
-def test_parameter_status_after_set(proxy, superuser):
+def test_parameter_status_after_set(proxy, cluster):
     app_name = unique("psycopg_app")
     with proxy.connect(application_name=app_name) as conn:
         info = conn.info
@@ -197,8 +204,7 @@ def test_parameter_status_after_set(proxy, superuser):
         assert info.parameter_status("server_version").startswith("15")
         assert info.parameter_status("in_hot_standby") == "off"
         # The server's own view of the session.
-        assert superuser.execute("select application_name from pg_stat_activity where pid = %s",
-                                 (conn.execute("select pg_backend_pid()").fetchone()[0],)).fetchone()[0] == app_name
+        assert cluster.backend(conn.execute("select pg_backend_pid()").fetchone()[0])["application_name"] == app_name
 
         conn.execute("set application_name = 'renamed_by_set'")
         assert info.parameter_status("application_name") == "renamed_by_set"
