@@ -22,7 +22,7 @@ let package = Package(
         .target(name: "LagMonitor", dependencies: ["CLibUV", "CLibPQ", "CShims", "Router"], path: "Sources/LagMonitor"),
         .target(
             name: "Proxy",
-            dependencies: ["Wire", "Router", "CLibUV", "COpenSSL", "CShims"],
+            dependencies: ["Wire", "Router", "LagMonitor", "CLibUV", "COpenSSL", "CShims"],
             path: "Sources/Proxy"
         ),
         .executableTarget(

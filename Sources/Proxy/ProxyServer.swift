@@ -19,6 +19,14 @@ public final class ProxyServer {
     /// Runs until SIGTERM or SIGINT. Throws if a worker cannot listen.
     public func run() throws {
         cw_ignore_sigpipe()
+        if let monitor = runtime.monitor {
+            monitor.start()
+            // Route nothing before the cluster has been looked at once (bounded: a dead cluster
+            // must not keep the proxy from starting and reporting it).
+            _ = monitor.topology.wait(timeoutMs: 3000) { topology in
+                topology.backends.allSatisfy { $0.health != .unknown }
+            }
+        }
         let configured = runtime.config.proxy.workers
         let count = configured > 0 ? configured : max(1, ProcessInfo.processInfo.activeProcessorCount)
         for index in 0..<count {
@@ -80,6 +88,7 @@ public final class ProxyServer {
     private func stopAll(_ command: WorkerCommand) {
         for control in controls { control.send(command) }
         for control in controls { control.finished.wait() }
+        runtime.monitor?.stop()
         log.info("stopped")
     }
 }

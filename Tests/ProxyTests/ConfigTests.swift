@@ -72,7 +72,7 @@ private func repositoryFile(_ relative: String, from filePath: String = #filePat
     #expect(config.proxy.maxClientConnections == 1000)
     #expect(config.proxy.logLevel == .info)
     #expect(config.routing == RoutingSettings())
-    #expect(config.monitor == MonitorSettings())
+    #expect(config.monitor == MonitorConfig())
     #expect(config.backends.map(\.name) == ["primary", "replica1"])
     #expect(config.backends[1].role == .replica)
     #expect(config.backends[1].port == 5433)
@@ -196,7 +196,7 @@ private func repositoryFile(_ relative: String, from filePath: String = #filePat
             == RoutingSettings(
                 consistency: .strong, maxLagMs: 250, maxLagBytes: 1000, causalWaitMs: 30, fallback: .error,
                 reportLSN: true))
-    #expect(config.monitor == MonitorSettings(intervalMs: 20, user: "mon", password: "pw"))
+    #expect(config.monitor == MonitorConfig(intervalMs: 20, user: "mon", password: "pw"))
     #expect(
         config.backends == [
             BackendConfig(name: "p", host: "db1.internal", port: 6543, role: .primary, zone: "z1", weight: 0)

@@ -175,7 +175,7 @@ public struct RoutingSettings: Sendable, Equatable {
 }
 
 /// `[monitor]`
-public struct MonitorSettings: Sendable, Equatable {
+public struct MonitorConfig: Sendable, Equatable {
     public var intervalMs: Int
     public var user: String
     /// May be empty (then the server must not ask for one, or libpq finds it in ~/.pgpass).
@@ -232,14 +232,14 @@ public struct UserConfig: Sendable, Equatable {
 public struct CausewayConfig: Sendable, Equatable {
     public var proxy: ProxySettings
     public var routing: RoutingSettings
-    public var monitor: MonitorSettings
+    public var monitor: MonitorConfig
     public var backends: [BackendConfig]
     public var users: [UserConfig]
 
     public init(
         proxy: ProxySettings = ProxySettings(),
         routing: RoutingSettings = RoutingSettings(),
-        monitor: MonitorSettings = MonitorSettings(),
+        monitor: MonitorConfig = MonitorConfig(),
         backends: [BackendConfig],
         users: [UserConfig] = []
     ) {

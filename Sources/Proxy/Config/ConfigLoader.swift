@@ -216,9 +216,9 @@ struct ConfigLoader {
         return s
     }
 
-    mutating func readMonitor(_ t: TOMLTable?) -> MonitorSettings {
+    mutating func readMonitor(_ t: TOMLTable?) -> MonitorConfig {
         if let t { checkKeys(of: t, section: "monitor") }
-        let d = MonitorSettings()
+        let d = MonitorConfig()
         var s = d
         s.intervalMs = integer(t, "interval_ms", default: d.intervalMs, in: 1...Int.max, "must be greater than 0")
         s.user = text(t, "user", default: d.user)

@@ -132,6 +132,31 @@ final class Worker {
         if stopDeadline != nil && sessions.isEmpty { closeHandles() }
     }
 
+    private var topologyWaiters: [Int32: ClientSession] = [:]
+    private var waitTimer: UnsafeMutablePointer<uv_timer_t>?
+
+    /// Wakes `session` when the topology changes (or its wait deadline passes).
+    func waitForTopology(_ session: ClientSession) {
+        topologyWaiters[session.id] = session
+        runtime.requestFastPoll()
+        if waitTimer == nil {
+            let handle = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
+            uv_timer_init(loop, handle)
+            handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+            waitTimer = handle
+        }
+        if let waitTimer, uv_is_active(UnsafeMutableRawPointer(waitTimer).assumingMemoryBound(to: uv_handle_t.self)) == 0 {
+            uv_timer_start(waitTimer, workerWaitTimerCallback, 2, 2)
+        }
+    }
+
+    fileprivate func checkWaiters() {
+        for (id, session) in topologyWaiters where session.phase == .finished || session.topologyChanged() {
+            topologyWaiters.removeValue(forKey: id)
+        }
+        if topologyWaiters.isEmpty, let waitTimer { uv_timer_stop(waitTimer) }
+    }
+
     func adoptReplica(_ index: Int) {
         if replicaLoad.indices.contains(index) { replicaLoad[index] += 1 }
     }
@@ -190,6 +215,10 @@ final class Worker {
             self.async = nil
             async.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
         }
+        if let waitTimer {
+            self.waitTimer = nil
+            waitTimer.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
+        }
         if let timer {
             self.timer = nil
             timer.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
@@ -208,6 +237,10 @@ private func workerConnectionCallback(_ server: UnsafeMutablePointer<uv_stream_t
 
 private func workerAsyncCallback(_ handle: UnsafeMutablePointer<uv_async_t>?) {
     Worker.from(handle?.pointee.data).handleCommand()
+}
+
+private func workerWaitTimerCallback(_ handle: UnsafeMutablePointer<uv_timer_t>?) {
+    Worker.from(handle?.pointee.data).checkWaiters()
 }
 
 private func workerTimerCallback(_ handle: UnsafeMutablePointer<uv_timer_t>?) {

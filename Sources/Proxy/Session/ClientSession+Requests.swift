@@ -205,6 +205,21 @@ extension ClientSession {
             reason = unit.forcePrimary ? .write : .transaction
         } else {
             let decision = route(unit.classification!)
+            if decision.shouldWait, decision.error == nil {
+                // A replica is merely behind this session's floor: give it causal_wait_ms to
+                // catch up (the monitor polls faster meanwhile), then use the fallback target.
+                let now = cw_monotonic_nanos()
+                if waitDeadline == 0 {
+                    waitDeadline = now + UInt64(max(0, worker.runtime.policy.causalWaitMs)) * 1_000_000
+                }
+                if now < waitDeadline {
+                    waitedGeneration = worker.runtime.topology().generation
+                    block(unit)
+                    worker.waitForTopology(self)
+                    return
+                }
+            }
+            waitDeadline = 0
             if let error = decision.error {
                 refuse(unit, ErrorFields(severity: .error, sqlState: error.sqlState, message: error.message))
                 return
@@ -259,6 +274,14 @@ extension ClientSession {
             for position in topology.backends.indices where unavailable.contains(topology.backends[position].index) {
                 topology.backends[position].health = .down
             }
+        }
+        if topology.primary == nil, !topology.hasMultiplePrimaries, let known = primaryIndex,
+           let position = topology.backends.firstIndex(where: { $0.index == known }),
+           topology.backends[position].role == .unknown {
+            // The monitor cannot see the cluster yet (or at all), but this session logged in to
+            // a server that is not a standby: keep writing there rather than refuse.
+            topology.backends[position].role = .primary
+            topology.backends[position].health = .up
         }
         routing.pin = pins.first
         let decision = Router.route(classification, session: routing, topology: topology,

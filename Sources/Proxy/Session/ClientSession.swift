@@ -84,6 +84,18 @@ final class ClientSession: StreamDelegate {
     /// The open transaction has written (so its COMMIT needs an LSN capture).
     var transactionWrote = false
     var capturedLSN: LSN?
+    /// While waiting for a replica to reach the floor: when to give up, and the topology seen.
+    var waitDeadline: UInt64 = 0
+    var waitedGeneration: UInt64 = 0
+
+    /// Called by the worker when a new topology arrived or the wait ran out.
+    func topologyChanged() -> Bool {
+        guard waitDeadline != 0, blockedUnit != nil else { return true }
+        let generation = worker.runtime.topology().generation
+        if generation == waitedGeneration && cw_monotonic_nanos() < waitDeadline { return false }
+        retryBlocked()
+        return waitDeadline == 0 || blockedUnit == nil
+    }
 
     /// Responses of a retryable unit, held back until its ReadyForQuery shows it succeeded.
     var held: [UInt8] = []

@@ -30,6 +30,21 @@ public struct Log: Sendable {
         write(.error, event, fields)
     }
 
+    /// A line another module already formatted as key=value (the monitor's); logged at info.
+    public func raw(_ keyValues: String) {
+        guard LogLevel.info >= minimumLevel else { return }
+        emit("ts=\(Log.timestamp()) level=info component=\(component) \(keyValues)\n")
+    }
+
+    private func emit(_ line: String) {
+        var bytes = Array(line.utf8)
+        bytes.withUnsafeMutableBufferPointer { buffer in
+            buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) {
+                cw_write_stderr($0, buffer.count)
+            }
+        }
+    }
+
     private func write(_ level: LogLevel, _ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible>) {
         guard level >= minimumLevel else { return }
         var line = "ts=\(Log.timestamp()) level=\(level.rawValue) component=\(component) event=\(event)"
@@ -37,12 +52,7 @@ public struct Log: Sendable {
             line += " \(key)=\(Log.quoted(value.description))"
         }
         line += "\n"
-        var bytes = Array(line.utf8)
-        bytes.withUnsafeMutableBufferPointer { buffer in
-            buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) {
-                cw_write_stderr($0, buffer.count)
-            }
-        }
+        emit(line)
     }
 
     static func quoted(_ value: String) -> String {

@@ -1,5 +1,6 @@
 import CLibUV
 import Foundation
+import LagMonitor
 import Router
 import Synchronization
 import Wire
@@ -90,8 +91,12 @@ public final class ProxyRuntime: Sendable {
     let shuttingDown = Atomic<Bool>(false)
     let policy: RoutingPolicy
     private let topologySource: @Sendable () -> Topology
+    private let fastPoll: @Sendable () -> Void
 
-    public init(config: CausewayConfig) throws {
+    /// Measures the cluster; nil when the runtime was built without one (unit tests).
+    public let monitor: LagMonitor?
+
+    public init(config: CausewayConfig, monitored: Bool = true) throws {
         self.config = config
         logLevel = config.proxy.logLevel
         backends = try config.backends.map(ResolvedBackend.resolve)
@@ -111,12 +116,34 @@ public final class ProxyRuntime: Sendable {
             fallback: FallbackMode(rawValue: config.routing.fallback.rawValue) ?? .primary,
             zone: config.proxy.zone,
             causalWaitMs: config.routing.causalWaitMs)
-        let fixed = Self.declaredTopology(config)
-        topologySource = { fixed }
+        if monitored {
+            let log = Log(component: "monitor", minimumLevel: config.proxy.logLevel)
+            let monitor = LagMonitor(
+                backends: config.backends.enumerated().map { index, backend in
+                    MonitoredBackend(index: index, name: backend.name, host: backend.host, port: backend.port,
+                                     zone: backend.zone, weight: backend.weight,
+                                     declaredRole: DeclaredRole(rawValue: backend.role.rawValue) ?? .auto)
+                },
+                settings: MonitorSettings(intervalMs: config.monitor.intervalMs, user: config.monitor.user,
+                                          password: config.monitor.password),
+                log: { line in log.raw(line) })
+            self.monitor = monitor
+            let box = monitor.topology
+            topologySource = { box.current() }
+            fastPoll = { monitor.pollSoon() }
+        } else {
+            monitor = nil
+            let fixed = Self.declaredTopology(config)
+            topologySource = { fixed }
+            fastPoll = {}
+        }
     }
 
     /// The latest view of the cluster the routing decisions use.
     func topology() -> Topology { topologySource() }
+
+    /// Someone waits for a replica to catch up: poll the cluster faster for a while.
+    func requestFastPoll() { fastPoll() }
 
     /// Roles as declared in the configuration (`auto` counts as primary for the first such
     /// backend when none is declared): used until a monitor has measured the cluster.
