@@ -284,8 +284,25 @@ extension ClientSession {
             topology.backends[position].health = .up
         }
         routing.pin = pins.first
-        let decision = Router.route(classification, session: routing, topology: topology,
+        var decision = Router.route(classification, session: routing, topology: topology,
                                     policy: worker.runtime.policy, load: worker.replicaLoad)
+        if routing.consistency == .session, let last = lastReplicaRead, let target = decision.target,
+           target != last.index, !decision.isPrimary, decision.error == nil {
+            // Moving to another replica: it must have replayed at least what this session saw on
+            // the last one. A snapshot taken after that read bounds it: the old replica's replay
+            // position then, or the primary's position then if the old replica is gone.
+            if topology.generation >= last.generation + 2 {
+                let old = topology.backend(at: last.index)
+                let seen = old.flatMap { $0.health == .up ? $0.replayLSN : nil } ?? topology.primary?.currentLSN
+                if let seen { routing.floor = max(routing.floor ?? seen, seen) }
+                decision = Router.route(classification, session: routing, topology: topology,
+                                        policy: worker.runtime.policy, load: worker.replicaLoad)
+            } else if let primary = topology.primary {
+                // No snapshot is recent enough to tell yet: the primary is never behind.
+                worker.runtime.requestFastPoll()
+                decision = RouteDecision(target: primary.index, isPrimary: true, reason: .floor)
+            }
+        }
         return decision
     }
 
@@ -397,6 +414,13 @@ extension ClientSession {
         pointCancelKey(at: link)
         if link.backendIndex != primaryIndex && link.backendIndex != currentPrimaryIndex() {
             adoptReplica(link.backendIndex)
+            // Monotonic reads: later reads must see at least what this one sees, which is at
+            // least the replay position the router relied on.
+            let topology = worker.runtime.topology()
+            if let replay = topology.backend(at: link.backendIndex)?.replayLSN {
+                routing.floor = max(routing.floor ?? replay, replay)
+            }
+            lastReplicaRead = (link.backendIndex, topology.generation)
         }
         worker.stats.countUnit(backend: link.backendIndex, toPrimary: link.backendIndex == currentPrimaryIndex(),
                                reason: reason)

@@ -84,6 +84,8 @@ final class ClientSession: StreamDelegate {
     /// The open transaction has written (so its COMMIT needs an LSN capture).
     var transactionWrote = false
     var capturedLSN: LSN?
+    /// The replica this session last read from and the topology generation at that time.
+    var lastReplicaRead: (index: Int, generation: UInt64)?
     /// While waiting for a replica to reach the floor: when to give up, and the topology seen.
     var waitDeadline: UInt64 = 0
     var waitedGeneration: UInt64 = 0
