@@ -1,6 +1,6 @@
 // A real PostgreSQL cluster for the integration tests, built with the proxy's sandbox
 // (`Sandbox.up`/`Sandbox.down`), plus blocking helpers to run SQL and pg_ctl from the test thread.
-// This file deliberately does not import LagMonitor: Proxy has a `MonitorSettings` of its own.
+// Only this file imports Proxy; the monitor tests see plain ports and names.
 
 import CLibPQ
 import Foundation
@@ -85,21 +85,46 @@ struct TestCluster {
     }
 
     /// Runs pg_ctl as the server user (initdb'd clusters refuse to be run by root).
-    private func pgctl(_ arguments: [String]) throws -> Int32 {
-        let process = Process()
-        if serverUser.isEmpty {
-            process.executableURL = URL(fileURLWithPath: bindir + "/pg_ctl")
-            process.arguments = arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-            process.arguments = ["-u", serverUser, "--", bindir + "/pg_ctl"] + arguments
+    ///
+    /// posix_spawn + waitpid rather than Foundation's Process: on Linux, Process notices a child's
+    /// exit through a descriptor that `pg_ctl start` hands on to the server it leaves running, so
+    /// `waitUntilExit()` would wait for the server to stop.
+    private func pgctl(_ arguments: [String], timeout: TimeInterval = 60) throws -> Int32 {
+        let pgctl = bindir + "/pg_ctl"
+        // `cd` first: the server user may not be allowed into the test's working directory.
+        let command: [String] = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", dir]
+            + (serverUser.isEmpty ? [pgctl] : ["/usr/sbin/runuser", "-u", serverUser, "--", pgctl]) + arguments
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let argv = command.map { strdup($0) } + [nil]
+        let environment: [String] = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
         }
-        process.currentDirectoryURL = URL(fileURLWithPath: dir)
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, command[0], &actions, nil, argv, envp)
+        guard rc == 0 else { throw FixtureError("posix_spawn pg_ctl: \(rc)") }
+        let deadline = Date().addingTimeInterval(timeout)
+        var status: Int32 = 0
+        while true {
+            let done = waitpid(pid, &status, WNOHANG)
+            if done == pid { break }
+            if done < 0 { throw FixtureError("waitpid: \(errno)") }
+            if Date() > deadline {
+                kill(pid, SIGKILL)
+                _ = waitpid(pid, &status, 0)
+                throw FixtureError("pg_ctl \(arguments.joined(separator: " ")) did not finish within \(Int(timeout)) s")
+            }
+            usleep(20_000)
+        }
+        // WIFEXITED / WEXITSTATUS are macros: decode the status word by hand.
+        return status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
     }
 
     /// Runs SQL (blocking libpq; fine on a test thread) and returns the rows of the last result.

@@ -54,6 +54,7 @@ struct LagMonitorClusterTests {
         }
         try #require(idle != nil, "replicas never showed 0 lag: \(box.current().backends)")
         var idleLags: [Double] = []
+        var idleTrace: [String] = []
         var generation = box.generation
         let idleEnd = Date().addingTimeInterval(1)
         while Date() < idleEnd {
@@ -61,10 +62,17 @@ struct LagMonitorClusterTests {
             let t = box.current()
             generation = t.generation
             idleLags += [t.backends[r1].lagMs, t.backends[r2].lagMs]
+            idleTrace.append("\(t.backends[0].currentLSN.map(String.init(describing:)) ?? "-") "
+                + [r1, r2].map { "\(t.backends[$0].replayLSN.map(String.init(describing:)) ?? "-")/\(t.backends[$0].receiveLSN.map(String.init(describing:)) ?? "-") \(t.backends[$0].lagMs)" }.joined(separator: " "))
         }
         #expect(idleLags.count >= 20)
-        #expect(Double(idleLags.filter { $0 == 0 }.count) >= Double(idleLags.count) * 0.8, "idle lags: \(idleLags)")
-        #expect(idleLags.max() ?? 0 < 500)
+        // Mostly exactly 0. WAL written asynchronously (autovacuum on the tables just created, the
+        // bgwriter's running-xacts record) reaches replicas only at the WAL writer's next round
+        // (wal_writer_delay, 200 ms): the replica really lacks it meanwhile, so a short blip is
+        // measured, never anything near a second.
+        let trace = idleTrace.joined(separator: "\n")
+        #expect(Double(idleLags.filter { $0 == 0 }.count) >= Double(idleLags.count) * 0.5, "idle lags:\n\(trace)")
+        #expect(idleLags.max() ?? 0 < 1000, "idle lags:\n\(trace)")
 
         // Paused replay on replica1 plus writes on the primary: lag in bytes, growing lag in ms.
         try cluster.sql(port: cluster.replicaPorts[0], "SELECT pg_catalog.pg_wal_replay_pause()")

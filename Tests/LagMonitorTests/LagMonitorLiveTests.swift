@@ -19,6 +19,13 @@ final class LogLines: @unchecked Sendable {
     func contains(_ fragment: String) -> Bool { all.contains { $0.contains(fragment) } }
 }
 
+final class LockedResults: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [Bool] = []
+    func append(_ value: Bool) { lock.withLock { stored.append(value) } }
+    var values: [Bool] { lock.withLock { stored } }
+}
+
 @Suite("LagMonitor life cycle and failing servers")
 struct LagMonitorLiveTests {
     @Test("nothing listening: the backend goes down with the connect error, and the loop closes cleanly")
@@ -61,7 +68,7 @@ struct LagMonitorLiveTests {
     }
 
     @Test("stop is safe before start, twice, and from several threads; start after stop does nothing")
-    func lifeCycle() async throws {
+    func lifeCycle() {
         let never = LagMonitor(backends: [], settings: MonitorSettings(), log: { _ in })
         #expect(!never.stop(), "never ran")
         never.start()
@@ -76,15 +83,22 @@ struct LagMonitorLiveTests {
         monitor.setDraining("nowhere", true)
         #expect(monitor.topology.current().backends[0].draining)
         #expect(monitor.topology.waitForGeneration(atLeast: 3, timeoutMs: 5000))
-        let results = await withTaskGroup(of: Bool.self) { group in
-            for _ in 0..<4 { group.addTask { monitor.stop() } }
-            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        // Four threads stop it at once (real threads: stop() blocks until the loop has closed).
+        let results = LockedResults()
+        let done = DispatchGroup()
+        for _ in 0..<4 {
+            done.enter()
+            Thread.detachNewThread {
+                results.append(monitor.stop())
+                done.leave()
+            }
         }
-        #expect(results == [true, true, true, true])
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(results.values == [true, true, true, true])
         let generation = monitor.topology.generation
         monitor.pollSoon()
         monitor.start()
-        try await Task.sleep(nanoseconds: 50_000_000)
+        Thread.sleep(forTimeInterval: 0.05)
         #expect(monitor.topology.generation == generation, "a stopped monitor publishes nothing")
         #expect(monitor.topology.current().backends[0].draining)
     }

@@ -1,3 +1,4 @@
+import Foundation
 import LagMonitor
 import Router
 import Testing
@@ -190,17 +191,20 @@ struct TopologyBoxTests {
     }
 
     @Test("waiting for a generation returns when it is published, or false at the timeout")
-    func waiting() async {
+    func waiting() {
         let box = TopologyBox()
         #expect(!box.waitForGeneration(atLeast: 1, timeoutMs: 20))
         #expect(box.waitForGeneration(atLeast: 0, timeoutMs: 0))
-        let publisher = Task.detached {
-            try? await Task.sleep(nanoseconds: 30_000_000)
+        // A real thread: blocking waits must not depend on the (small) cooperative pool.
+        let published = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            Thread.sleep(forTimeInterval: 0.03)
             box.publish(Topology(backends: [BackendStatus(index: 0, name: "p", role: .primary)]))
+            published.signal()
         }
         #expect(box.waitForGeneration(atLeast: 1, timeoutMs: 5000))
         #expect(box.wait(timeoutMs: 100) { $0.backends.count == 1 }?.generation == 1)
         #expect(box.wait(timeoutMs: 10) { $0.backends.count == 2 } == nil)
-        await publisher.value
+        published.wait()
     }
 }

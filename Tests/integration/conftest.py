@@ -105,8 +105,10 @@ class Cluster:
     def config_path(self) -> Path:
         return Path(self.env.get("CONFIG", self.dir / "causeway.toml"))
 
-    def primary_dsn(self, user="postgres", password="postgres", dbname="postgres") -> str:
-        return f"host={HOST} port={self.primary_port} user={user} password={password} dbname={dbname} connect_timeout=5"
+    def server_dsn(self, port: int | None = None, user="postgres", password="postgres", dbname="postgres") -> str:
+        """A direct connection string to one server (the primary by default), bypassing the proxy."""
+        return (f"host={HOST} port={port or self.primary_port} user={user} password={password} "
+                f"dbname={dbname} connect_timeout=5")
 
     @property
     def server_ports(self) -> list[int]:
@@ -114,8 +116,7 @@ class Cluster:
 
     def superuser(self, dbname="postgres", port: int | None = None) -> psycopg.Connection:
         """A direct autocommit connection to a server (the primary by default) as postgres."""
-        return psycopg.connect(self.primary_dsn(dbname=dbname).replace(
-            f"port={self.primary_port}", f"port={port or self.primary_port}"), autocommit=True)
+        return psycopg.connect(self.server_dsn(port=port, dbname=dbname), autocommit=True)
 
     def monitor(self, port: int) -> psycopg.Connection:
         """A long-lived superuser connection to one server, for looking at pg_stat_activity."""
@@ -143,6 +144,15 @@ class Cluster:
 
     def backends_of(self, application_name: str) -> list[dict]:
         return self.activity("application_name = %s and backend_type = 'client backend'", (application_name,))
+
+    def wait_for_replicas(self, timeout: float = 10):
+        """Waits until every replica has replayed everything the primary has written so far, so a
+        read the proxy sends to a replica sees objects the test just created on the primary."""
+        lsn = self.monitor(self.primary_port).execute("select pg_current_wal_lsn()::text").fetchone()[0]
+        for port in self.replica_ports:
+            wait_until(lambda: self.monitor(port).execute(
+                "select coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)", (lsn,)).fetchone()[0],
+                timeout=timeout, message=f"replica on port {port} to replay {lsn}")
 
     def close_monitors(self):
         for conn in self._monitors.values():
@@ -176,6 +186,18 @@ class Cluster:
                     continue  # replaced above
             out.append(line)
         return "\n".join(out) + "\n"
+
+
+def is_disconnect(error: Exception, codes=("57P01", "08006")) -> bool:
+    """True for a psycopg error saying the session was ended with one of `codes`. When the client
+    writes its next query after the proxy has already closed the socket, the TCP reset can cost libpq
+    the FATAL ErrorResponse, leaving only "server closed the connection unexpectedly"; that is
+    accepted too (tests with raw sockets check the exact ErrorResponse without this race)."""
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    if error.sqlstate in codes:
+        return True
+    return error.sqlstate is None and "server closed the connection unexpectedly" in str(error)
 
 
 def toml_value(value) -> str:
@@ -293,7 +315,7 @@ class ProxyProcess:
             return
         self.process.send_signal(signal.SIGINT)
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
@@ -331,10 +353,10 @@ def _session_proxy(cluster, workdir):
 
 @pytest.fixture
 def proxy(_session_proxy, request) -> ProxyProcess:
-    """The shared proxy in front of the sandbox. Fails the test if the proxy died during it."""
+    """The shared proxy in front of the sandbox. Fails the test if the proxy died during it (and
+    starts a new one for the next test, so one crash does not fail everything after it)."""
     if not _session_proxy.alive():
-        pytest.fail(f"the shared proxy is not running (exit {_session_proxy.process.returncode}):\n"
-                    f"{_session_proxy.log()[-4000:]}")
+        _session_proxy.start()
     _attach_log(request, _session_proxy)
     yield _session_proxy
     assert _session_proxy.alive(), f"the proxy exited during the test with {_session_proxy.process.returncode}"
@@ -386,11 +408,13 @@ def superuser(cluster):
 
 
 @pytest.fixture
-def table(superuser):
-    """A fresh table owned by app (id int primary key, v int, t text); dropped afterwards."""
+def table(cluster, superuser):
+    """A fresh table owned by app (id int primary key, v int, t text), already on the replicas;
+    dropped afterwards."""
     name = unique("t")
     superuser.execute(f"create table {name} (id int primary key, v int not null default 0, t text)")
     superuser.execute(f"alter table {name} owner to app")
+    cluster.wait_for_replicas()
     yield name
     superuser.execute(f"drop table if exists {name}")
 
@@ -509,7 +533,7 @@ class Wire:
             return False
         self.sock.settimeout(timeout)
         try:
-            return self.sock.recv(1) == b""
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
         except ConnectionResetError:
             return True
         except socket.timeout:

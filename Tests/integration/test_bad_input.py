@@ -4,7 +4,6 @@ Every refusal must be an ErrorResponse with the right SQLSTATE, and other sessio
 
 import os
 import struct
-import time
 
 import psycopg
 import pytest

@@ -11,7 +11,7 @@ import threading
 import psycopg
 import pytest
 
-from conftest import Wire, query_message, message, unique, wait_until
+from conftest import Wire, is_disconnect, message, query_message, unique, wait_until
 
 
 def idle_in_transaction_on_primary(cluster, app_name):
@@ -37,7 +37,7 @@ def psql_child(proxy, app_name):
 
 def python_child(proxy, app_name, table):
     script = textwrap.dedent(f"""
-        import sys, time, psycopg
+        import sys, psycopg
         conn = psycopg.connect({proxy.dsn(application_name=app_name)!r})
         conn.execute("update {table} set v = v + 1 where id = 1")
         sys.stdin.read()  # hold the transaction until killed
@@ -115,7 +115,7 @@ def test_server_backend_terminated_in_a_transaction(proxy, cluster, superuser, t
         with pytest.raises(psycopg.OperationalError) as raised:
             victim.execute(f"insert into {table} (id) values (2)")
             victim.commit()
-        assert raised.value.sqlstate in ("57P01", "08006"), (raised.value.sqlstate, str(raised.value))
+        assert is_disconnect(raised.value), (raised.value.sqlstate, str(raised.value))
         assert victim.closed
         # The other session is unaffected, and the victim's transaction is gone.
         assert bystander_conn.execute(f"select array_agg(id) from {table}").fetchone()[0] == [100]
@@ -169,5 +169,28 @@ def test_server_backend_terminated_while_idle_with_session_state(proxy, cluster,
         wait_until(lambda: cluster.backend(backend["pid"]) is None, timeout=5, message="the backend to exit")
         with pytest.raises(psycopg.OperationalError) as raised:
             victim.execute("insert into mine values (1)")
-        assert raised.value.sqlstate in ("57P01", "08006"), (raised.value.sqlstate, str(raised.value))
+        assert is_disconnect(raised.value), (raised.value.sqlstate, str(raised.value))
         assert victim.closed
+
+
+def test_server_backend_terminated_the_client_is_told_at_once(proxy, cluster, superuser, table):
+    """Without sending anything, a client whose transaction's backend is terminated receives the
+    server's FATAL 57P01 (relayed) and then the connection closes."""
+    app_name = unique("terminated_raw")
+    with proxy.connect() as bystander_conn, Wire(proxy.port) as victim:
+        victim.login(params={"application_name": app_name})
+        assert victim.query(f"begin; insert into {table} (id) values (1)").status == "T"
+        backend = wait_until(lambda: primary_backend_of(cluster, app_name), timeout=5,
+                             message="the victim's primary backend")
+        terminate(superuser, backend["pid"])
+        fields = victim.read_error()
+        assert fields["S"] == "FATAL"
+        assert fields["C"] == "57P01", fields
+        assert fields["M"] == "terminating connection due to administrator command"
+        # The proxy may add its own FATAL (08006, naming the lost server), then it hangs up.
+        if not victim.closed_by_peer():
+            fields = victim.read_error()
+            assert (fields["S"], fields["C"]) == ("FATAL", "08006"), fields
+            assert victim.closed_by_peer()
+        assert bystander_conn.execute("select 'fine'").fetchone()[0] == "fine"
+    assert superuser.execute(f"select count(*) from {table}").fetchone()[0] == 0

@@ -65,7 +65,7 @@ def make_copy_file(path):
     return path
 
 
-def test_copy_in_and_out_round_trips_a_few_megabytes(proxy, table, superuser, tmp_path):
+def test_copy_in_and_out_round_trips_a_few_megabytes(proxy, cluster, table, superuser, tmp_path):
     source = make_copy_file(tmp_path / "in.tsv")
     # Inside a transaction (the autocommit form is test_copy_in_autocommit below).
     copied_in = psql(proxy, input=f"begin;\n\\copy {table} (id, v, t) from '{source}'\ncommit;\n")
@@ -75,6 +75,8 @@ def test_copy_in_and_out_round_trips_a_few_megabytes(proxy, table, superuser, tm
     count, nulls = superuser.execute(f"select count(*), count(*) filter (where t is null) from {table}").fetchone()
     assert (count, nulls) == (40001, 1)
 
+    # A new session has no read-your-writes floor: let the replicas catch up, as it may read from one.
+    cluster.wait_for_replicas()
     target = tmp_path / "out.tsv"
     copied_out = psql(proxy, "-c", f"\\copy (select id, v, t from {table} order by id) to '{target}'")
     assert "COPY 40001" in copied_out.stdout

@@ -5,6 +5,7 @@ import hashlib
 import os
 import socket
 import struct
+import threading
 
 import psycopg
 import pytest
@@ -117,7 +118,8 @@ def test_copy_from_stdin_in_autocommit(proxy, table, superuser):
 def test_listen_notify_through_the_proxy(proxy, cluster, superuser):
     channel = unique("chan")
     notifier_name = unique("notifier")
-    with proxy.connect() as listener, proxy.connect(application_name=notifier_name) as notifier:
+    with proxy.connect(application_name=unique("listener")) as listener, \
+            proxy.connect(application_name=notifier_name) as notifier:
         listener.execute(f"listen {channel}")
         # From another proxied session...
         notifier.execute("select pg_notify(%s, %s)", (channel, "from the proxy"))
@@ -129,6 +131,28 @@ def test_listen_notify_through_the_proxy(proxy, cluster, superuser):
         # Notifications name the sending server backends: the notifier's on the primary, and ours.
         notifier_pids = {row["pid"] for row in cluster.backends_of(notifier_name) if row["port"] == cluster.primary_port}
         assert {n.pid for n in received} == notifier_pids | {superuser.info.backend_pid}
+        # A notification that arrives while the listener is busy with a query (which the proxy may
+        # run on another server than the LISTEN) is delivered after that query's result.
+        listener_name = listener.info.parameter_status("application_name")
+        done = threading.Event()
+
+        def notify_when_busy():
+            try:
+                wait_until(lambda: any(r["state"] == "active" and "pg_sleep" in r["query"]
+                                       for r in cluster.backends_of(listener_name)),
+                           timeout=10, message="the listener's query to run")
+                superuser.execute("select pg_notify(%s, 'while busy')", (channel,))
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=notify_when_busy)
+        thread.start()
+        try:
+            assert listener.execute("select 'busy', pg_sleep(0.5)").fetchone()[0] == "busy"
+        finally:
+            thread.join(timeout=15)
+        assert done.is_set()
+        assert [n.payload for n in listener.notifies(timeout=5, stop_after=1)] == ["while busy"]
         # The listening session is still fine.
         assert listener.execute("select 1").fetchone()[0] == 1
 
