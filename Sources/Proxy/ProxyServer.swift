@@ -51,6 +51,8 @@ public final class ProxyServer {
         waitForSignal()
     }
 
+    /// Runs a small loop for signals until every worker has finished. SIGTERM starts a graceful
+    /// stop and keeps listening, so a later SIGINT can still cut it short.
     private func waitForSignal() {
         let loop = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
         uv_loop_init(loop)
@@ -63,43 +65,73 @@ public final class ProxyServer {
             uv_signal_start(handle, proxySignalCallback, signal)
             handles.append(handle)
         }
+        let done = UnsafeMutablePointer<uv_async_t>.allocate(capacity: 1)
+        uv_async_init(loop, done, proxyDoneCallback)
+        box.done = done
         uv_run(loop, UV_RUN_DEFAULT)
         for handle in handles {
             handle.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
         }
+        done.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
         uv_run(loop, UV_RUN_DEFAULT)
         uv_loop_close(loop)
         loop.deallocate()
+        runtime.monitor?.stop()
+        log.info("stopped")
         withExtendedLifetime(box) {}
     }
 
-    fileprivate func handleSignal(_ signal: Int32, loop: UnsafeMutablePointer<uv_loop_t>) {
+    fileprivate func handleSignal(_ signal: Int32, box: SignalBox) {
         runtime.shuttingDown.store(true, ordering: .relaxed)
         if signal == SIGINT {
             log.info("shutdown", ["mode": "immediate"])
-            stopAll(.stopNow)
+            for control in controls { control.send(.stopNow) }
         } else {
             log.info("shutdown", ["mode": "graceful", "timeout_s": Double(gracefulTimeoutNanos) / 1e9])
-            stopAll(.stopGracefully(deadlineNanos: cw_monotonic_nanos() + gracefulTimeoutNanos))
+            let deadline = cw_monotonic_nanos() + gracefulTimeoutNanos
+            for control in controls { control.send(.stopGracefully(deadlineNanos: deadline)) }
         }
-        uv_stop(loop)
+        guard !box.waiting, let done = box.done else { return }
+        box.waiting = true
+        // Wait for the workers off the loop so that the loop keeps taking signals.
+        let controls = self.controls
+        let signal = DoneSignal(done)
+        let waiter = Thread {
+            for control in controls { control.finished.wait() }
+            signal.fire()
+        }
+        waiter.start()
     }
 
     private func stopAll(_ command: WorkerCommand) {
         for control in controls { control.send(command) }
         for control in controls { control.finished.wait() }
         runtime.monitor?.stop()
-        log.info("stopped")
     }
+}
+
+/// Wakes the signal loop from the thread that waited for the workers.
+private final class DoneSignal: @unchecked Sendable {
+    // Only passed to uv_async_send, which is thread-safe; the loop closes it after it fired.
+    private let handle: UnsafeMutablePointer<uv_async_t>
+    init(_ handle: UnsafeMutablePointer<uv_async_t>) { self.handle = handle }
+    func fire() { uv_async_send(handle) }
 }
 
 private final class SignalBox {
     let server: ProxyServer
+    var done: UnsafeMutablePointer<uv_async_t>?
+    var waiting = false
     init(server: ProxyServer) { self.server = server }
 }
 
 private func proxySignalCallback(_ handle: UnsafeMutablePointer<uv_signal_t>?, _ signal: Int32) {
     guard let handle, let loop = handle.pointee.loop else { return }
     let box = Unmanaged<SignalBox>.fromOpaque(loop.pointee.data).takeUnretainedValue()
-    box.server.handleSignal(signal, loop: loop)
+    box.server.handleSignal(signal, box: box)
+}
+
+private func proxyDoneCallback(_ handle: UnsafeMutablePointer<uv_async_t>?) {
+    guard let handle, let loop = handle.pointee.loop else { return }
+    uv_stop(loop)
 }

@@ -84,10 +84,6 @@ def test_unknown_user_fails_exactly_like_a_wrong_password(proxy):
     assert len(unknown_first["r"]) == len(known_first["r"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proxy bug: the SCRAM salt offered for an unknown user is random on every attempt, while a real "
-    "user's salt is stable, so two login attempts reveal whether a user exists (PostgreSQL derives a "
-    "stable mock salt from the user name)"))
 def test_unknown_user_gets_a_stable_salt(proxy):
     assert scram_server_first(proxy.port, "app")["s"] == scram_server_first(proxy.port, "app")["s"]
     assert scram_server_first(proxy.port, "no_such_user")["s"] == scram_server_first(proxy.port, "no_such_user")["s"]

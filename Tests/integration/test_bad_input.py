@@ -172,10 +172,6 @@ def test_garbage_during_authentication_is_08P01(proxy, bystander):
         assert w.closed_by_peer()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proxy bug: during authentication the proxy accepts a password message of up to 1 GiB and waits to "
-    "buffer all of it, so an unauthenticated client can make it allocate that much; PostgreSQL caps "
-    "authentication messages at 65535 bytes (PG_MAX_AUTH_TOKEN_LENGTH) and fails the login at once"))
 def test_oversized_message_during_authentication_is_refused_at_once(proxy, bystander):
     with Wire(proxy.port, timeout=3) as w:
         w.send(startup_packet({"user": "app", "database": "app"}))

@@ -44,12 +44,6 @@ def test_multi_statement_query_is_one_implicit_transaction(proxy, table, superus
     assert superuser.execute(f"select array_agg(id) from {table}").fetchone()[0] == [2]
 
 
-COPY_IN_AUTOCOMMIT_BUG = (
-    "proxy bug: a COPY ... FROM STDIN sent as an autocommit simple Query is followed at once by the "
-    "proxy's commit-LSN capture Query (SELECT pg_catalog.pg_current_wal_insert_lsn(), pipelined behind "
-    "write units); the server, now in COPY IN mode, reads that 'Q' and fails with 08P01 'unexpected "
-    "message type 0x51 during COPY from stdin', killing the session")
-
 
 def make_copy_file(path):
     rng = random.Random(1234)
@@ -83,7 +77,6 @@ def test_copy_in_and_out_round_trips_a_few_megabytes(proxy, cluster, table, supe
     assert target.read_bytes() == source.read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason=COPY_IN_AUTOCOMMIT_BUG)
 def test_copy_in_autocommit(proxy, table, superuser, tmp_path):
     source = make_copy_file(tmp_path / "in.tsv")
     copied_in = psql(proxy, "-c", f"\\copy {table} (id, v, t) from '{source}'")

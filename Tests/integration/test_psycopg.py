@@ -68,11 +68,6 @@ def test_pipeline_error_aborts_the_batch_and_the_connection_recovers(proxy, tabl
     assert superuser.execute(f"select array_agg(id order by id) from {table}").fetchone()[0] == [3]
 
 
-COPY_IN_AUTOCOMMIT_BUG = (
-    "proxy bug: a COPY ... FROM STDIN run in autocommit is followed at once by the proxy's commit-LSN "
-    "capture Query (pipelined behind write units); the server, in COPY IN mode, fails with 08P01 "
-    "'unexpected message type 0x51 during COPY from stdin' and the session is lost")
-
 
 def test_copy_from_and_to_stdin(proxy, table, superuser):
     rows = [(i, i % 97, f"row {i} \t tab \n newline \\ backslash é") for i in range(1, 20001)]
@@ -103,7 +98,6 @@ def test_copy_from_and_to_stdin(proxy, table, superuser):
     assert superuser.execute(f"select count(*) from {table}").fetchone()[0] == len(rows)
 
 
-@pytest.mark.xfail(strict=True, reason=COPY_IN_AUTOCOMMIT_BUG)
 def test_copy_from_stdin_in_autocommit(proxy, table, superuser):
     with proxy.connect() as conn:
         with conn.cursor() as cur:

@@ -68,13 +68,7 @@ def test_sigterm_lets_the_open_transaction_commit_then_disconnects(make_proxy, c
 
 @pytest.mark.parametrize("writes", [
     False,
-    # Not strict: the bug is a race (it shows in about half the runs), so a strict mark would be flaky.
-    pytest.param(True, marks=pytest.mark.xfail(strict=False, reason=(
-        "proxy bug: after SIGTERM, a session whose transaction wrote is often not disconnected when its "
-        "COMMIT completes; it lingers until --shutdown-timeout expires (then 'shutdown_timeout "
-        "sessions_cut=1'). A read-only transaction is disconnected at once. Likely the commit-LSN capture "
-        "query pipelined behind COMMIT keeps the session busy, and nothing re-checks the shutdown when its "
-        "answer arrives in a later read and is swallowed"))),
+    pytest.param(True),
 ], ids=["read-only transaction", "writing transaction"])
 def test_sigterm_disconnects_as_soon_as_the_transaction_ends(make_proxy, table, writes):
     proxy = make_proxy()  # default --shutdown-timeout: 30 s
@@ -148,10 +142,6 @@ def test_sigint_disconnects_at_once_and_rolls_back(make_proxy, cluster, superuse
         socket.create_connection(("127.0.0.1", proxy.port), timeout=2).close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proxy bug: once SIGTERM has started a graceful shutdown, SIGINT is ignored (the signal loop stops "
-    "after the first signal), so an operator cannot escalate to an immediate stop; sessions in a "
-    "transaction keep the proxy alive until --shutdown-timeout"))
 def test_sigint_after_sigterm_escalates_to_an_immediate_stop(make_proxy, cluster, superuser, table):
     proxy = make_proxy()  # default --shutdown-timeout: 30 s
     app_name = unique("escalate")

@@ -23,14 +23,16 @@ struct ClientAuthenticator {
     private let user: UserConfig?
     private let method: AuthType
     private let scramKeys: ScramKeys?
+    private let mockKeys: ScramKeys?
     private var state: State = .idle
 
     /// `scramKeys` are the user's verifier keys (nil for unknown users: a mock is used).
-    init(userName: String, user: UserConfig?, method: AuthType, scramKeys: ScramKeys?) {
+    init(userName: String, user: UserConfig?, method: AuthType, scramKeys: ScramKeys?, mockKeys: ScramKeys? = nil) {
         self.userName = userName
         self.user = user
         self.method = method
         self.scramKeys = scramKeys
+        self.mockKeys = mockKeys
     }
 
     mutating func begin() -> Action {
@@ -43,7 +45,7 @@ struct ClientAuthenticator {
             state = .awaitingCleartextOrMD5(salt: salt)
             return .send(.md5Password(salt: salt))
         case .scramSHA256:
-            state = .awaitingSASLInitial(ScramServerExchange(keys: scramKeys ?? .mock()))
+            state = .awaitingSASLInitial(ScramServerExchange(keys: scramKeys ?? mockKeys ?? .mock()))
             return .send(.sasl(mechanisms: ["SCRAM-SHA-256"]))
         }
     }

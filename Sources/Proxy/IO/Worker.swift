@@ -6,23 +6,38 @@ import Synchronization
 
 /// Cross-thread handle on a worker: the only part of it another thread may touch.
 final class WorkerControl: @unchecked Sendable {
-    // The async handle is written once by the worker thread before `ready` is signalled and
-    // only passed to uv_async_send (which is thread-safe) afterwards.
-    private var async: UnsafeMutablePointer<uv_async_t>?
-    let command = Mutex<WorkerCommand?>(nil)
+    private struct AsyncHandle: @unchecked Sendable {
+        let pointer: UnsafeMutablePointer<uv_async_t>
+    }
+
+    private struct State: Sendable {
+        var command: WorkerCommand?
+        var async: AsyncHandle?
+    }
+    // The async handle is only used under the lock, and detached (under the lock) before the
+    // worker closes it, so no thread can signal a freed handle.
+    private let state = Mutex<State>(State())
     let ready = DispatchSemaphore(value: 0)
     let finished = DispatchSemaphore(value: 0)
     let startError = Mutex<String?>(nil)
 
-    func attach(_ handle: UnsafeMutablePointer<uv_async_t>) { async = handle }
+    func attach(_ handle: UnsafeMutablePointer<uv_async_t>) {
+        let wrapped = AsyncHandle(pointer: handle)
+        state.withLock { $0.async = wrapped }
+    }
+
+    func detach() {
+        state.withLock { $0.async = nil }
+    }
+
+    var command: WorkerCommand? { state.withLock { $0.command } }
 
     func send(_ newCommand: WorkerCommand) {
-        command.withLock { current in
+        state.withLock { current in
             // An immediate stop overrides a graceful one, never the other way round.
-            if case .stopNow = current { return }
-            current = newCommand
+            if case .stopNow = current.command {} else { current.command = newCommand }
+            if let async = current.async { uv_async_send(async.pointer) }
         }
-        if let async { uv_async_send(async) }
     }
 }
 
@@ -174,7 +189,7 @@ final class Worker {
     }
 
     fileprivate func handleCommand() {
-        guard let command = control.command.withLock({ $0 }) else { return }
+        guard let command = control.command else { return }
         switch command {
         case .stopNow:
             stopListening()
@@ -213,6 +228,7 @@ final class Worker {
         stopListening()
         if let async {
             self.async = nil
+            control.detach()
             async.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
         }
         if let waitTimer {

@@ -91,7 +91,8 @@ extension ClientSession {
         let userConfig = runtime.config.user(named: user)
         let method = userConfig.map { runtime.config.effectiveAuthType(for: $0) } ?? runtime.config.proxy.authType
         var authenticator = ClientAuthenticator(userName: user, user: userConfig, method: method,
-                                                scramKeys: runtime.scramKeys[user])
+                                                scramKeys: runtime.scramKeys[user],
+                                                mockKeys: runtime.mockScramKeys(for: user))
         let action = authenticator.begin()
         self.authenticator = authenticator
         perform(action)

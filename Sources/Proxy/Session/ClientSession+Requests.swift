@@ -58,6 +58,7 @@ extension ClientSession {
             unit.end = .query
             unit.queryText = text
             unit.classification = classify(text)
+            unit.mayStartCopy = Self.mentionsCopy(text)
             dispatch(unit)
         case FrontendMessage.TypeByte.parse:
             var reader = ByteReader(body, messageType: type)
@@ -75,6 +76,7 @@ extension ClientSession {
                 types.append(UInt32(bitPattern: oid))
             }
             let classification = classify(query)
+            if Self.mentionsCopy(query) { pendingUnit.mayStartCopy = true }
             pendingUnit.parses.append((name, PreparedStatement(query: query, parameterTypes: types, classification: classification)))
             pendingUnit.merge(classification)
             pendingUnit.append(type, body)
@@ -356,7 +358,13 @@ extension ClientSession {
         }
         if injectedParses > 0 { link.expectInternal(.injectedCompletions(count: injectedParses)) }
         out += unit.bytes
-        let capture = needsLSNCapture(unit, on: link)
+        var capture = needsLSNCapture(unit, on: link)
+        if capture && unit.mayStartCopy {
+            // A COPY FROM STDIN puts the server in copy mode: a query behind it would be read as
+            // stray input. Capture once the unit's ReadyForQuery is back instead.
+            capture = false
+            deferredCaptureLink = link.backendIndex
+        }
         if capture { out += Self.lsnCaptureQuery }
         link.send(out)
         link.noteClientRequest(readies: unit.readies)
@@ -425,6 +433,29 @@ extension ClientSession {
         worker.stats.countUnit(backend: link.backendIndex, toPrimary: link.backendIndex == currentPrimaryIndex(),
                                reason: reason)
         updateLinkReading()
+    }
+
+    /// Cheap and conservative: any mention of COPY (a false positive only delays an LSN capture).
+    static func mentionsCopy(_ text: String) -> Bool {
+        var state = 0
+        for byte in text.utf8 {
+            switch (state, byte | 0x20) {
+            case (0, UInt8(ascii: "c")): state = 1
+            case (1, UInt8(ascii: "o")): state = 2
+            case (2, UInt8(ascii: "p")): state = 3
+            case (3, UInt8(ascii: "y")): return true
+            case (_, UInt8(ascii: "c")): state = 1
+            default: state = 0
+            }
+        }
+        return false
+    }
+
+    /// Sends the LSN capture now (for a unit whose capture had to wait for its ReadyForQuery).
+    func captureLSN(on link: ServerLink) {
+        link.send(Self.lsnCaptureQuery)
+        link.expectInternal(.internalRequest(tag: Self.lsnCaptureTag))
+        lsnCapturePending = true
     }
 
     /// Whether this unit may end a transaction that wrote, so its commit LSN must be captured.

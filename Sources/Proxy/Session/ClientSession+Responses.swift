@@ -38,7 +38,12 @@ extension ClientSession: ServerLinkDelegate {
             // The server died with the client's work or state on it: PostgreSQL's own behaviour
             // for a lost connection is to end the session, and that is the honest answer here.
             log.warn("server_link_lost", ["session": id, "backend": link.backend.config.name, "in_flight": hadWork])
-            sendFatal(error)
+            if link.sentFatal {
+                // The server already said why (e.g. 57P01); PostgreSQL sends nothing after that.
+                finish()
+            } else {
+                sendFatal(error)
+            }
             return
         }
         log.info("server_link_unavailable", ["session": id, "backend": link.backend.config.name,
@@ -180,12 +185,13 @@ extension ClientSession: ServerLinkDelegate {
         }
         routing.inTransaction = status != .idle
         routing.transactionBackend = status != .idle ? link.backendIndex : nil
+        if deferredCaptureLink == link.backendIndex && status == .idle {
+            deferredCaptureLink = nil
+            captureLSN(on: link)
+        }
         if inFlight.isEmpty { updateLinkReading() }
         retryBlocked()
-        if shuttingDown && isQuiet {
-            sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
-                                  message: "terminating connection because causeway is shutting down"))
-        }
+        checkShutdown()
     }
 
     /// Re-dispatches a unit that has not produced any client-visible output yet.
@@ -239,6 +245,7 @@ extension ClientSession: ServerLinkDelegate {
             }
         }
         retryBlocked()
+        checkShutdown()
     }
 
     /// The text of the first column of a one-column DataRow.

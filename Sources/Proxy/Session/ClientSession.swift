@@ -19,7 +19,9 @@ final class ClientSession: StreamDelegate {
     let openedAt = cw_monotonic_nanos()
 
     // Handshake
-    var frontend = FrontendDecoder()
+    /// Handshake messages are small; PostgreSQL caps them at 64 KiB too, so an unauthenticated
+    /// client cannot make the proxy buffer more.
+    var frontend = FrontendDecoder(maximumLength: 65_536)
     var authenticator: ClientAuthenticator?
     var userName = ""
     var database = ""
@@ -81,6 +83,8 @@ final class ClientSession: StreamDelegate {
 
     /// A commit's LSN is being fetched; reads wait for it so they are routed with the new floor.
     var lsnCapturePending = false
+    /// The link whose next idle ReadyForQuery must be followed by an LSN capture.
+    var deferredCaptureLink: Int?
     /// The open transaction has written (so its COMMIT needs an LSN capture).
     var transactionWrote = false
     var capturedLSN: LSN?
@@ -162,9 +166,17 @@ final class ClientSession: StreamDelegate {
         }
     }
 
+    /// Ends the session if a graceful shutdown was waiting for it to become quiet.
+    func checkShutdown() {
+        if shuttingDown && phase == .relaying && isQuiet {
+            sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
+                                  message: "terminating connection because causeway is shutting down"))
+        }
+    }
+
     /// Nothing in flight, no open transaction, no half-sent batch.
     var isQuiet: Bool {
-        inFlight.isEmpty && transactionStatus == .idle && blockedUnit == nil && pendingUnit.isEmpty
+        !lsnCapturePending && inFlight.isEmpty && transactionStatus == .idle && blockedUnit == nil && pendingUnit.isEmpty
             && links.values.allSatisfy { $0.isIdle }
     }
 

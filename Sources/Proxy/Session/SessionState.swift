@@ -57,6 +57,8 @@ struct RequestUnit {
     var queryText: String?
     /// Must run on the primary whatever it looks like (FunctionCall).
     var forcePrimary = false
+    /// May start a COPY (nothing may be pipelined behind it).
+    var mayStartCopy = false
     /// Answered by the proxy itself, in order with the server responses before it.
     var localReply: [[UInt8]]?
 

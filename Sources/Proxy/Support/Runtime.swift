@@ -86,6 +86,9 @@ public final class ProxyRuntime: Sendable {
     /// SCRAM keys per user: derived once from plain passwords (random salt per process) or taken
     /// from configured verifiers.
     let scramKeys: [String: ScramKeys]
+    /// Secret for deriving stable fake SCRAM salts: an unknown user must look exactly like a
+    /// known one, including getting the same salt on every attempt.
+    private let mockSaltKey = Crypto.randomBytes(32)
     let cancels = CancelRegistry()
     let counters = ProxyCounters()
     let shuttingDown = Atomic<Bool>(false)
@@ -167,6 +170,11 @@ public final class ProxyRuntime: Sendable {
     var primaryCandidateIndexes: [Int] {
         backends.indices.filter { backends[$0].config.role == .primary }
             + backends.indices.filter { backends[$0].config.role == .auto }
+    }
+
+    func mockScramKeys(for user: String) -> ScramKeys {
+        let salt = Array(Crypto.hmacSHA256(key: mockSaltKey, Array(user.utf8)).prefix(16))
+        return ScramKeys(salt: salt, iterations: 4096, storedKey: Crypto.randomBytes(32), serverKey: Crypto.randomBytes(32))
     }
 
     func log(_ component: String) -> Log { Log(component: component, minimumLevel: logLevel) }
