@@ -6,6 +6,7 @@
 #   bench/compare.sh                      # 2 rounds of 20 s each, 16 clients, 2 threads
 #   ROUNDS=3 DURATION=30 CLIENTS=32 bench/compare.sh
 #   SANDBOX_DIR=.sandbox bench/compare.sh  # reuse a running sandbox instead of starting one
+#   CAUSEWAY_WORKERS=1 bench/compare.sh    # pin Causeway's worker threads (default: one per core)
 #
 # Benchmarks are never asserted in tests; this script only reports.
 set -euo pipefail
@@ -16,7 +17,7 @@ DURATION="${DURATION:-20}"
 CLIENTS="${CLIENTS:-16}"
 THREADS="${THREADS:-2}"
 SCALE="${SCALE:-10}"
-OUT="${OUT:-$ROOT/bench/out}"
+OUT="${OUT:-/tmp/causeway-bench-out}"
 mkdir -p "$OUT"
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -67,7 +68,12 @@ RUN_AS=()
 if [ "$(id -u)" = 0 ]; then chown -R postgres "$BOUNCER_DIR"; RUN_AS=(runuser -u postgres --); fi
 
 PROXY_LOG="$OUT/causeway.log"
-"$CAUSEWAY" --config "$SANDBOX_DIR/causeway.toml" 2>"$PROXY_LOG" &
+PROXY_CONFIG="$SANDBOX_DIR/causeway.toml"
+if [ -n "${CAUSEWAY_WORKERS:-}" ]; then
+    PROXY_CONFIG="$OUT/causeway-workers.toml"
+    sed "s/^\[proxy\]\$/[proxy]\nworkers = $CAUSEWAY_WORKERS/" "$SANDBOX_DIR/causeway.toml" | awk '!(/^workers = / && seen++)' > "$PROXY_CONFIG"
+fi
+"$CAUSEWAY" --config "$PROXY_CONFIG" 2>"$PROXY_LOG" &
 CAUSEWAY_PID=$!
 "${RUN_AS[@]}" "$PGBOUNCER" "$BOUNCER_DIR/pgbouncer.ini" >/dev/null 2>&1 &
 sleep 1
@@ -104,7 +110,7 @@ run() {
     printf '%-10s tps=%-12s txns=%-9s failed=%-4s cpu_us_per_txn=%s\n' "$name" "$tps" "$txns" "${failed:-0}" "$cpu" | tee -a "$RESULTS"
 }
 
-echo "pgbench -S -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, $ROUNDS rounds (A/B alternating)" | tee "$RESULTS"
+echo "pgbench -S -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, $ROUNDS rounds (A/B alternating), causeway workers: ${CAUSEWAY_WORKERS:-default (one per core)}" | tee "$RESULTS"
 for round in $(seq "$ROUNDS"); do
     run causeway "$PROXY_PORT" "$CAUSEWAY_PID"
     run pgbouncer "$BOUNCER_PORT" "$BOUNCER_PID"

@@ -62,13 +62,32 @@ final class Stream {
     }
 
     /// Writes `length` bytes that sit in `chunk`'s data area; the stream owns the chunk afterwards.
+    /// Tries a direct write first: when the socket takes everything (the common case) no write
+    /// request is queued, which spares libuv a completion round and an epoll_ctl per message.
     func write(chunk: UnsafeMutableRawPointer, length: Int) {
         guard !isClosed else {
             worker.chunks.give(chunk)
             return
         }
+        let data = ChunkPool.data(chunk).assumingMemoryBound(to: CChar.self)
+        var offset = 0
+        if uv_stream_get_write_queue_size(streamHandle) == 0 {
+            var direct = uv_buf_init(data, UInt32(length))
+            let written = Int(uv_try_write(streamHandle, &direct, 1))
+            if written == length {
+                worker.chunks.give(chunk)
+                return
+            }
+            if written > 0 {
+                offset = written
+            } else if written != Int(UV_EAGAIN.rawValue) {
+                worker.chunks.give(chunk)
+                reportEnd(Int32(written))
+                return
+            }
+        }
         let request = chunk.assumingMemoryBound(to: uv_write_t.self)
-        var buffer = uv_buf_init(ChunkPool.data(chunk).assumingMemoryBound(to: CChar.self), UInt32(length))
+        var buffer = uv_buf_init(data + offset, UInt32(length - offset))
         let status = uv_write(request, streamHandle, &buffer, 1, streamWriteCallback)
         if status != 0 {
             worker.chunks.give(chunk)

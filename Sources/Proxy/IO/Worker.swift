@@ -68,6 +68,21 @@ final class Worker {
     let classifications = ClassificationCache()
     /// Sessions of this worker reading from each backend, for spreading them over replicas.
     private(set) var replicaLoad: [Int]
+    private var cachedTopology: Topology?
+    private var cachedTopologyAt: UInt64 = .max
+
+    /// The cluster snapshot for routing, re-read from the monitor at most once per loop
+    /// millisecond: the monitor publishes every 100 ms, so this costs no freshness and saves a
+    /// lock and a copy per request.
+    var topology: Topology {
+        let now = uv_now(loop)
+        if now != cachedTopologyAt || cachedTopology == nil {
+            cachedTopology = runtime.topology()
+            cachedTopologyAt = now
+        }
+        return cachedTopology!
+    }
+
     /// This worker's routing statistics; plain integers, only this thread touches them.
     var stats = WorkerStats()
 
@@ -270,15 +285,17 @@ func freeHandleCallback(_ handle: UnsafeMutablePointer<uv_handle_t>?) {
 
 /// Counters kept per worker so the hot path never touches shared memory.
 struct WorkerStats {
-    var routeReasons: [RouteReason: Int] = [:]
+    static let reasons = RouteReason.allCases
+    var routeReasons = [Int](repeating: 0, count: RouteReason.allCases.count)
     var unitsToPrimary = 0
     var unitsToReplicas = 0
-    var unitsPerBackend: [Int: Int] = [:]
+    var unitsPerBackend: [Int] = []
     var retries = 0
 
     mutating func countUnit(backend: Int, toPrimary: Bool, reason: RouteReason) {
-        routeReasons[reason, default: 0] += 1
-        unitsPerBackend[backend, default: 0] += 1
+        if let position = Self.reasons.firstIndex(of: reason) { routeReasons[position] += 1 }
+        if backend >= unitsPerBackend.count { unitsPerBackend += [Int](repeating: 0, count: backend + 1 - unitsPerBackend.count) }
+        unitsPerBackend[backend] += 1
         if toPrimary { unitsToPrimary += 1 } else { unitsToReplicas += 1 }
     }
 }

@@ -173,7 +173,7 @@ extension ClientSession {
         if let candidates {
             remaining = candidates
         } else {
-            let topology = worker.runtime.topology()
+            let topology = worker.topology
             if let primary = topology.primary, primary.health != .down, !topology.hasMultiplePrimaries {
                 remaining = [primary.index]
             } else if topology.hasMultiplePrimaries {

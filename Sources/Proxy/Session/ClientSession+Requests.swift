@@ -58,7 +58,7 @@ extension ClientSession {
             unit.end = .query
             unit.queryText = text
             unit.classification = classify(text)
-            unit.mayStartCopy = Self.mentionsCopy(text)
+            if unit.classification?.isWrite == true { unit.mayStartCopy = Self.mentionsCopy(text) }
             dispatch(unit)
         case FrontendMessage.TypeByte.parse:
             var reader = ByteReader(body, messageType: type)
@@ -76,7 +76,7 @@ extension ClientSession {
                 types.append(UInt32(bitPattern: oid))
             }
             let classification = classify(query)
-            if Self.mentionsCopy(query) { pendingUnit.mayStartCopy = true }
+            if classification.isWrite && Self.mentionsCopy(query) { pendingUnit.mayStartCopy = true }
             pendingUnit.parses.append((name, PreparedStatement(query: query, parameterTypes: types, classification: classification)))
             pendingUnit.merge(classification)
             pendingUnit.append(type, body)
@@ -147,7 +147,7 @@ extension ClientSession {
     }
 
     private func classify(_ text: String) -> Classification {
-        worker.classifications.classify(text, volatileFunctions: worker.runtime.topology().volatileFunctions)
+        worker.classifications.classify(text, volatileFunctions: worker.topology.volatileFunctions)
     }
 
     private func forwardCopyMessage(_ type: UInt8, _ body: ArraySlice<UInt8>) {
@@ -215,7 +215,7 @@ extension ClientSession {
                     waitDeadline = now + UInt64(max(0, worker.runtime.policy.causalWaitMs)) * 1_000_000
                 }
                 if now < waitDeadline {
-                    waitedGeneration = worker.runtime.topology().generation
+                    waitedGeneration = worker.topology.generation
                     block(unit)
                     worker.waitForTopology(self)
                     return
@@ -270,7 +270,7 @@ extension ClientSession {
     }
 
     private func route(_ classification: Classification) -> RouteDecision {
-        var topology = worker.runtime.topology()
+        var topology = worker.topology
         if !unavailable.isEmpty && cw_monotonic_nanos() > unavailableUntil { unavailable.removeAll() }
         if !unavailable.isEmpty {
             for position in topology.backends.indices where unavailable.contains(topology.backends[position].index) {
@@ -309,7 +309,7 @@ extension ClientSession {
     }
 
     func currentPrimaryIndex() -> Int? {
-        let topology = worker.runtime.topology()
+        let topology = worker.topology
         if let primary = topology.primary, primary.health != .down, !topology.hasMultiplePrimaries {
             return primary.index
         }
@@ -357,7 +357,6 @@ extension ClientSession {
             link.preparedStatements.insert(name)
         }
         if injectedParses > 0 { link.expectInternal(.injectedCompletions(count: injectedParses)) }
-        out += unit.bytes
         var capture = needsLSNCapture(unit, on: link)
         if capture && unit.mayStartCopy {
             // A COPY FROM STDIN puts the server in copy mode: a query behind it would be read as
@@ -365,8 +364,13 @@ extension ClientSession {
             capture = false
             deferredCaptureLink = link.backendIndex
         }
-        if capture { out += Self.lsnCaptureQuery }
-        link.send(out)
+        if out.isEmpty && !capture {
+            link.send(unit.bytes)
+        } else {
+            out += unit.bytes
+            if capture { out += Self.lsnCaptureQuery }
+            link.send(out)
+        }
         link.noteClientRequest(readies: unit.readies)
         if capture {
             // Pipelined behind the client's own request: the client's ReadyForQuery is relayed
@@ -401,7 +405,7 @@ extension ClientSession {
         }
 
         if unit.readies > 0 {
-            var record = UnitRecord(classification: unit.classification,
+            var record = UnitRecord(endsWithRollback: unit.classification?.transaction == .rollback,
                                     settingsInUnit: unit.classification?.sessionCommands ?? [],
                                     readies: unit.readies)
             let onReplica = link.backendIndex != currentPrimaryIndex()
@@ -424,7 +428,7 @@ extension ClientSession {
             adoptReplica(link.backendIndex)
             // Monotonic reads: later reads must see at least what this one sees, which is at
             // least the replay position the router relied on.
-            let topology = worker.runtime.topology()
+            let topology = worker.topology
             if let replay = topology.backend(at: link.backendIndex)?.replayLSN {
                 routing.floor = max(routing.floor ?? replay, replay)
             }
@@ -466,7 +470,7 @@ extension ClientSession {
             return false
         }
         let classification = unit.classification
-        let writes = unit.forcePrimary || (classification?.isWrite(volatileFunctions: worker.runtime.topology().volatileFunctions) ?? false)
+        let writes = unit.forcePrimary || (classification?.isWrite(volatileFunctions: worker.topology.volatileFunctions) ?? false)
         if transactionStatus == .idle {
             if classification?.leavesTransactionOpen ?? false {
                 if writes { transactionWrote = true }

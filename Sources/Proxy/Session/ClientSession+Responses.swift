@@ -169,7 +169,7 @@ extension ClientSession: ServerLinkDelegate {
         let tracked = record.settingsInUnit.filter { !$0.isLocal }
         switch status {
         case .idle:
-            let rolledBack = record.sawError || transactionFailed || record.classification?.transaction == .rollback
+            let rolledBack = record.sawError || transactionFailed || record.endsWithRollback
             if !rolledBack {
                 let before = settings.version
                 for command in settingsInTransaction + tracked { settings.apply(command) }

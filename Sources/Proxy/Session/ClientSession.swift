@@ -71,7 +71,7 @@ final class ClientSession: StreamDelegate {
 
     /// What the session needs to remember about a unit until its ReadyForQuery.
     struct UnitRecord {
-        var classification: Classification?
+        var endsWithRollback: Bool
         var settingsInUnit: [SessionCommand]
         var readies: Int
         var sawError = false
@@ -97,7 +97,7 @@ final class ClientSession: StreamDelegate {
     /// Called by the worker when a new topology arrived or the wait ran out.
     func topologyChanged() -> Bool {
         guard waitDeadline != 0, blockedUnit != nil else { return true }
-        let generation = worker.runtime.topology().generation
+        let generation = worker.topology.generation
         if generation == waitedGeneration && cw_monotonic_nanos() < waitDeadline { return false }
         retryBlocked()
         return waitDeadline == 0 || blockedUnit == nil
