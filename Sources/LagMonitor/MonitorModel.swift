@@ -15,6 +15,10 @@ public struct PollSample: Sendable, Equatable {
     public var receiveLSN: LSN?
     /// Replica only: `pg_is_wal_replay_paused()`.
     public var replayPaused: Bool
+    /// Primary only: the timeline it writes (from its current WAL file name).
+    public var timeline: UInt32?
+    /// Primary only, when the monitor user may read it: `pg_control_system().system_identifier`.
+    public var systemIdentifier: UInt64?
 
     public init(inRecovery: Bool, currentLSN: LSN? = nil, replayLSN: LSN? = nil, receiveLSN: LSN? = nil, replayPaused: Bool = false) {
         self.inRecovery = inRecovery
@@ -32,14 +36,17 @@ public struct PollSample: Sendable, Equatable {
         CASE WHEN r.rec THEN NULL ELSE pg_catalog.pg_current_wal_lsn() END, \
         CASE WHEN r.rec THEN pg_catalog.pg_last_wal_replay_lsn() END, \
         CASE WHEN r.rec THEN pg_catalog.pg_last_wal_receive_lsn() END, \
-        CASE WHEN r.rec THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END \
+        CASE WHEN r.rec THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END, \
+        CASE WHEN r.rec THEN NULL ELSE pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) END, \
+        CASE WHEN NOT r.rec AND pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE') \
+        THEN (SELECT c.system_identifier FROM pg_catalog.pg_control_system() AS c)::text END \
         FROM (SELECT pg_catalog.pg_is_in_recovery() AS rec) AS r
         """
 
     /// Parses the single row of `query` (text format: `t`/`f`, LSNs as `X/X`, NULL as nil).
     /// Returns nil when the row does not have that shape.
     public init?(row: [String?]) {
-        guard row.count == 5, let recovery = Self.bool(row[0]) else { return nil }
+        guard row.count == 5 || row.count == 7, let recovery = Self.bool(row[0]) else { return nil }
         func lsn(_ text: String?) -> LSN?? {
             guard let text else { return .some(nil) }
             guard let value = LSN(parsing: text) else { return nil }
@@ -51,6 +58,10 @@ public struct PollSample: Sendable, Equatable {
         replayLSN = replay
         receiveLSN = receive
         replayPaused = row[4].flatMap(Self.bool) ?? false
+        if row.count == 7 {
+            timeline = row[5].flatMap { UInt32($0, radix: 16) }
+            systemIdentifier = row[6].flatMap { UInt64($0) }
+        }
         if !recovery && currentLSN == nil { return nil }
     }
 
@@ -145,6 +156,9 @@ public struct MonitorModel: Sendable {
     public private(set) var backends: [BackendStatus]
     public private(set) var calculator: LagCalculator
     public var volatileFunctions: Set<String> = []
+    /// The primary's timeline and the cluster's system identifier, once seen.
+    public var timeline: UInt32?
+    public var systemIdentifier: UInt64?
     public private(set) var multiplePrimaries = false
     /// Position of the primary whose WAL positions are in the lag history.
     public private(set) var lagReference: Int?
@@ -191,6 +205,8 @@ public struct MonitorModel: Sendable {
         status.lastError = nil
         if role == .primary {
             status.currentLSN = sample.currentLSN
+            if let timeline = sample.timeline { self.timeline = timeline }
+            if let identifier = sample.systemIdentifier { systemIdentifier = identifier }
             status.replayLSN = nil
             status.receiveLSN = nil
             status.replayPaused = false
@@ -252,7 +268,10 @@ public struct MonitorModel: Sendable {
             backends[position].catchUpEstimateMs =
                 backends[position].replayPaused && lag.bytes > 0 ? nil : lag.catchUpEstimateMs
         }
-        return Topology(backends: backends, volatileFunctions: volatileFunctions, multiplePrimaries: multiplePrimaries)
+        var topology = Topology(backends: backends, volatileFunctions: volatileFunctions, multiplePrimaries: multiplePrimaries)
+        topology.timeline = timeline
+        topology.systemIdentifier = systemIdentifier
+        return topology
     }
 
     /// A primary may anchor the lag history when nothing else does, or the current anchor is no

@@ -147,6 +147,8 @@ public enum CausewayCommand: Sendable, Equatable {
     case setRoute(RouteHint)
     case setConsistency(ConsistencyMode)
     case setMinLSN(LSN)
+    /// `SET causeway.min_lsn = '<token>'` with a full token from `SHOW causeway.lsn`.
+    case setToken(CausalToken)
     /// RESET causeway.x or SET causeway.x TO DEFAULT.
     case reset(CausewaySetting)
     case show(CausewaySetting)

@@ -504,7 +504,8 @@ extension Analyzer {
             return invalidValue(name, value, expected: "eventual, session or strong")
         case .minLSN:
             if let lsn = LSN(parsing: value) { return .setMinLSN(lsn) }
-            return invalidValue(name, value, expected: "an LSN such as '16/B374D848'")
+            if let token = CausalToken(parsing: value) { return .setToken(token) }
+            return invalidValue(name, value, expected: "a token from SHOW causeway.lsn, or an LSN such as '16/B374D848'")
         case .lsn:
             return readOnlyLSN()
         }

@@ -126,6 +126,10 @@ public struct Topology: Sendable {
     public var volatileFunctions: Set<String>
     /// Set by the monitor when more than one reachable backend reports `pg_is_in_recovery() = false`.
     public var multiplePrimaries: Bool
+    /// The primary's timeline and the cluster's system identifier (nil until the monitor has
+    /// read them); causal tokens carry both so one from another cluster is refused.
+    public var timeline: UInt32?
+    public var systemIdentifier: UInt64?
 
     public init(
         generation: UInt64 = 0,
@@ -166,4 +170,29 @@ public struct Topology: Sendable {
         if backends.indices.contains(index), backends[index].index == index { return backends[index] }
         return backends.first { $0.index == index }
     }
+}
+
+/// A session's consistency position in a form that can travel between connections, proxies and
+/// data centres: `<timeline>:<LSN>:<system identifier>`, e.g. `1:0/5EEE588:7439201128390412345`.
+/// The LSN alone is meaningful only within one cluster, hence the identifier; the timeline tells
+/// whether it may predate a failover.
+public struct CausalToken: Sendable, Equatable, CustomStringConvertible {
+    public var timeline: UInt32
+    public var lsn: LSN
+    public var systemIdentifier: UInt64
+
+    public init(timeline: UInt32, lsn: LSN, systemIdentifier: UInt64) {
+        self.timeline = timeline
+        self.lsn = lsn
+        self.systemIdentifier = systemIdentifier
+    }
+
+    public init?(parsing text: String) {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 3, let timeline = UInt32(parts[0]), timeline > 0,
+              let lsn = LSN(parsing: String(parts[1])), let identifier = UInt64(parts[2]) else { return nil }
+        self.init(timeline: timeline, lsn: lsn, systemIdentifier: identifier)
+    }
+
+    public var description: String { "\(timeline):\(lsn):\(systemIdentifier)" }
 }

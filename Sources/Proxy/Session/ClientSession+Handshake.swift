@@ -116,11 +116,18 @@ extension ClientSession {
                 }
                 routing.hint = hint
             case "causeway.min_lsn":
-                guard let lsn = LSN(parsing: value) else {
+                if let lsn = LSN(parsing: value) {
+                    routing.floor = max(routing.floor ?? lsn, lsn)
+                } else if let token = CausalToken(parsing: value) {
+                    if var problem = acceptToken(token) {
+                        problem.fields[0].value = "FATAL"
+                        problem.fields[1].value = "FATAL"
+                        return problem
+                    }
+                } else {
                     return ErrorFields(severity: .fatal, sqlState: "22023",
-                                       message: "invalid value for causeway.min_lsn: \"\(value)\" (expected an LSN such as 0/16B3748)")
+                                       message: "invalid value for causeway.min_lsn: \"\(value)\" (expected a token from SHOW causeway.lsn, or an LSN such as 0/16B3748)")
                 }
-                routing.floor = max(routing.floor ?? lsn, lsn)
             default:
                 return ErrorFields(severity: .fatal, sqlState: "42704",
                                    message: "unrecognized startup parameter \"\(name)\"",

@@ -530,6 +530,12 @@ extension ClientSession {
         case let .setMinLSN(lsn):
             routing.floor = max(routing.floor ?? lsn, lsn)
             BackendMessage.commandComplete("SET").encode(into: &writer)
+        case let .setToken(token):
+            if let problem = acceptToken(token) {
+                BackendMessage.errorResponse(problem).encode(into: &writer)
+            } else {
+                BackendMessage.commandComplete("SET").encode(into: &writer)
+            }
         case let .reset(setting):
             switch setting {
             case .route: routing.hint = .auto
@@ -542,7 +548,7 @@ extension ClientSession {
             switch setting {
             case .route: value = routing.hint.rawValue
             case .consistency: value = routing.consistency.rawValue
-            case .minLSN, .lsn: value = (routing.floor ?? LSN(0)).description
+            case .minLSN, .lsn: value = currentToken()
             }
             encodeSingleValue(name: "causeway.\(setting.rawValue)", value: value, into: &writer)
             BackendMessage.commandComplete("SHOW").encode(into: &writer)
@@ -551,6 +557,36 @@ extension ClientSession {
         }
         BackendMessage.readyForQuery(transactionStatus).encode(into: &writer)
         client.write(writer.bytes)
+    }
+
+    /// The session's floor as a token other connections can present; a bare LSN while the
+    /// monitor has not read the cluster's identity yet.
+    func currentToken() -> String {
+        let floor = routing.floor ?? LSN(0)
+        let topology = worker.topology
+        guard let timeline = topology.timeline, let identifier = topology.systemIdentifier else {
+            return floor.description
+        }
+        return CausalToken(timeline: timeline, lsn: floor, systemIdentifier: identifier).description
+    }
+
+    /// Raises the floor to a token's position if it belongs to this cluster.
+    func acceptToken(_ token: CausalToken) -> ErrorFields? {
+        let topology = worker.topology
+        if let identifier = topology.systemIdentifier, identifier != token.systemIdentifier {
+            return ErrorFields(severity: .error, sqlState: "22023",
+                               message: "causeway.min_lsn token belongs to another cluster (system identifier \(token.systemIdentifier); this cluster is \(identifier))",
+                               hint: "Tokens are only meaningful for the cluster that issued them.")
+        }
+        if let timeline = topology.timeline, token.timeline > timeline {
+            return ErrorFields(severity: .error, sqlState: "22023",
+                               message: "causeway.min_lsn token is from timeline \(token.timeline), newer than this cluster's timeline \(timeline)",
+                               hint: "The token was issued after a failover this cluster has not followed.")
+        }
+        // An older timeline is fine: LSNs keep increasing across a promotion, so the position
+        // still bounds what the session saw.
+        routing.floor = max(routing.floor ?? token.lsn, token.lsn)
+        return nil
     }
 
     private func encodeSingleValue(name: String, value: String, into writer: inout ByteWriter) {

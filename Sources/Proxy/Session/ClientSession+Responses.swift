@@ -241,7 +241,7 @@ extension ClientSession: ServerLinkDelegate {
             capturedLSN = nil
             routing.floor = max(routing.floor ?? lsn, lsn)
             if worker.runtime.config.routing.reportLSN {
-                client.write(BackendMessage.parameterStatus(name: "causeway.lsn", value: lsn.description).encoded())
+                client.write(BackendMessage.parameterStatus(name: "causeway.lsn", value: currentToken()).encoded())
             }
         }
         retryBlocked()
