@@ -316,8 +316,8 @@ private func classify(_ sql: String, volatile: Set<String> = []) -> Classificati
     @Test(arguments: [
         ("SET causeway.route = bogus", "22023", "expected primary, replica or auto"),
         ("SET causeway.consistency = 'linearizable'", "22023", "expected eventual, session or strong"),
-        ("SET causeway.min_lsn = 'not an lsn'", "22023", "expected an LSN"),
-        ("SET causeway.min_lsn = '1/2/3'", "22023", "expected an LSN"),
+        ("SET causeway.min_lsn = 'not an lsn'", "22023", "or an LSN such as"),
+        ("SET causeway.min_lsn = '1/2/3'", "22023", "or an LSN such as"),
         ("SET causeway.route = primary, replica", "22023", "expected a single value"),
         ("SET LOCAL causeway.route = primary", "0A000", "SET LOCAL is not supported"),
         ("SET causeway.nope = 1", "42704", "unrecognized configuration parameter \"causeway.nope\""),
