@@ -1057,3 +1057,41 @@ private func repositoryFile(_ relative: String, from filePath: String = #filePat
     #expect(ConfigLoader.distance("ab", "ba") == 1)
     #expect(ConfigLoader.distance("", "abc") == 3)
 }
+
+struct ConsistencyLayeringTests {
+    static let text = """
+        [routing]
+        consistency = "session"
+        [[backends]]
+        name = "primary"
+        host = "127.0.0.1"
+        [[users]]
+        name = "reporter"
+        password = "x"
+        consistency = "eventual"
+        [[users]]
+        name = "app"
+        password = "x"
+        [[databases]]
+        name = "ledger"
+        consistency = "strong"
+        """
+
+    @Test func userSettingBeatsDatabaseSettingWhichBeatsTheDefault() throws {
+        let config = try CausewayConfig.parse(Self.text, fileName: "t.toml")
+        #expect(config.consistency(user: "reporter", database: "ledger") == .eventual)
+        #expect(config.consistency(user: "app", database: "ledger") == .strong)
+        #expect(config.consistency(user: "app", database: "other") == .session)
+    }
+
+    @Test func badDatabaseConsistencyNamesTheLineAndKey() {
+        let text = Self.text.replacingOccurrences(of: "consistency = \"strong\"", with: "consistency = \"strict\"")
+        do {
+            _ = try CausewayConfig.parse(text, fileName: "t.toml")
+            Issue.record("accepted an unknown consistency")
+        } catch {
+            #expect(error.line == 15)
+            #expect(error.key == "databases[0].consistency")
+        }
+    }
+}

@@ -219,12 +219,27 @@ public struct UserConfig: Sendable, Equatable {
     public var scram: ScramVerifier?
     /// Per-user override of `proxy.auth_type`.
     public var authType: AuthType?
+    /// Per-user default of `routing.consistency`.
+    public var consistency: Consistency?
 
-    public init(name: String, password: String? = nil, scram: ScramVerifier? = nil, authType: AuthType? = nil) {
+    public init(name: String, password: String? = nil, scram: ScramVerifier? = nil, authType: AuthType? = nil,
+                consistency: Consistency? = nil) {
         self.name = name
         self.password = password
         self.scram = scram
         self.authType = authType
+        self.consistency = consistency
+    }
+}
+
+/// Per-database settings.
+public struct DatabaseConfig: Sendable, Equatable {
+    public var name: String
+    public var consistency: Consistency?
+
+    public init(name: String, consistency: Consistency? = nil) {
+        self.name = name
+        self.consistency = consistency
     }
 }
 
@@ -235,19 +250,31 @@ public struct CausewayConfig: Sendable, Equatable {
     public var monitor: MonitorConfig
     public var backends: [BackendConfig]
     public var users: [UserConfig]
+    public var databases: [DatabaseConfig]
 
     public init(
         proxy: ProxySettings = ProxySettings(),
         routing: RoutingSettings = RoutingSettings(),
         monitor: MonitorConfig = MonitorConfig(),
         backends: [BackendConfig],
-        users: [UserConfig] = []
+        users: [UserConfig] = [],
+        databases: [DatabaseConfig] = []
     ) {
         self.proxy = proxy
         self.routing = routing
         self.monitor = monitor
         self.backends = backends
         self.users = users
+        self.databases = databases
+    }
+
+    /// A session's starting consistency: the user's setting, else the database's, else the
+    /// default (startup parameters and SET override it later), as PostgreSQL layers role and
+    /// database settings.
+    public func consistency(user: String, database: String) -> Consistency {
+        self.user(named: user)?.consistency
+            ?? databases.first { $0.name == database }?.consistency
+            ?? routing.consistency
     }
 
     /// The configured user with this name (names are case-sensitive, as in PostgreSQL).

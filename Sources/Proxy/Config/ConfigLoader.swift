@@ -44,6 +44,7 @@ struct ConfigLoader {
     /// Sections in file order of the documentation; `true` for arrays of tables.
     static let sections: [(name: String, isArray: Bool)] = [
         ("proxy", false), ("routing", false), ("monitor", false), ("backends", true), ("users", true),
+        ("databases", true),
     ]
 
     static let knownKeys: [String: [String]] = [
@@ -54,7 +55,8 @@ struct ConfigLoader {
         "routing": ["consistency", "max_lag_ms", "max_lag_bytes", "causal_wait_ms", "fallback", "report_lsn"],
         "monitor": ["interval_ms", "user", "password"],
         "backends": ["name", "host", "port", "role", "zone", "weight"],
-        "users": ["name", "password", "scram", "auth_type"],
+        "users": ["name", "password", "scram", "auth_type", "consistency"],
+        "databases": ["name", "consistency"],
     ]
 
     static func header(of section: String) -> String {
@@ -101,8 +103,10 @@ struct ConfigLoader {
         let monitor = readMonitor(table(root, "monitor"))
         let backends = readBackends(root, proxy: proxy)
         let users = readUsers(root, proxy: proxy, authTypeLine: table(root, "proxy")?["auth_type"]?.line)
+        let databases = readDatabases(root)
         if let problem = firstProblem { throw problem }
-        return CausewayConfig(proxy: proxy, routing: routing, monitor: monitor, backends: backends, users: users)
+        return CausewayConfig(proxy: proxy, routing: routing, monitor: monitor, backends: backends, users: users,
+                              databases: databases)
     }
 
     mutating func checkTopLevel(_ root: TOMLTable) {
@@ -301,7 +305,8 @@ struct ConfigLoader {
             let password = optionalString(t, "password")
             let scramText = optionalString(t, "scram")
             let authType = optionalChoice(t, "auth_type", AuthType.self)
-            var user = UserConfig(name: name?.value ?? "", authType: authType?.value)
+            let consistency = optionalChoice(t, "consistency", Consistency.self)
+            var user = UserConfig(name: name?.value ?? "", authType: authType?.value, consistency: consistency?.value)
             let effective = authType?.value ?? proxy.authType
             let display = name.map { "user \"\($0.value)\"" } ?? "this user"
 
@@ -353,6 +358,26 @@ struct ConfigLoader {
             users.append(user)
         }
         return users
+    }
+
+    mutating func readDatabases(_ root: TOMLTable) -> [DatabaseConfig] {
+        var databases: [DatabaseConfig] = []
+        var firstLineOfName: [String: Int] = [:]
+        for t in tables(root, "databases") {
+            checkKeys(of: t, section: "databases")
+            let name = required(t, "name", what: "every [[databases]] entry needs a name")
+            if let name {
+                if let first = firstLineOfName[name.value] {
+                    report(line: name.line, key: t.path(of: "name"),
+                           "duplicate database name \"\(name.value)\" (first used on line \(first))")
+                } else {
+                    firstLineOfName[name.value] = name.line
+                }
+            }
+            let consistency = optionalChoice(t, "consistency", Consistency.self)
+            databases.append(DatabaseConfig(name: name?.value ?? "", consistency: consistency?.value))
+        }
+        return databases
     }
 
     static func isNameCharacter(_ c: Unicode.Scalar) -> Bool {

@@ -100,7 +100,8 @@ extension ClientSession {
 
     /// `causeway.*` startup parameters: the session's consistency, route and token.
     private func applyStartupOptions(_ message: StartupMessage) -> ErrorFields? {
-        routing.consistency = worker.runtime.policy.consistency
+        let configured = worker.runtime.config.consistency(user: userName, database: database)
+        routing.consistency = ConsistencyMode(rawValue: configured.rawValue) ?? worker.runtime.policy.consistency
         for (name, value) in message.parameters where name.hasPrefix("causeway.") {
             switch name {
             case "causeway.consistency":

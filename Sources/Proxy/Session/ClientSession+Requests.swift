@@ -539,7 +539,9 @@ extension ClientSession {
         case let .reset(setting):
             switch setting {
             case .route: routing.hint = .auto
-            case .consistency: routing.consistency = worker.runtime.policy.consistency
+            case .consistency:
+                let configured = worker.runtime.config.consistency(user: userName, database: database)
+                routing.consistency = ConsistencyMode(rawValue: configured.rawValue) ?? worker.runtime.policy.consistency
             case .minLSN, .lsn: break
             }
             BackendMessage.commandComplete("RESET").encode(into: &writer)
