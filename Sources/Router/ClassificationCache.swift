@@ -19,10 +19,16 @@ public final class ClassificationCache {
     private var slots: [Slot] = []
     private var positions: [String: Int] = [:]
     private var hand = 0
+    /// Admission filter: a text is stored only the second time it misses. Queries with inlined
+    /// literals are unique and would otherwise churn the cache (an insert and an eviction per
+    /// query) while never being hit.
+    private var recentMisses: [Int]
+    private static let recentMissSlots = 4096
 
     public init(capacity: Int = 4096, maxQueryLength: Int = 16 * 1024) {
         self.capacity = max(0, capacity)
         self.maxQueryLength = maxQueryLength
+        recentMisses = [Int](repeating: 0, count: Self.recentMissSlots)
     }
 
     public var count: Int { slots.count }
@@ -48,6 +54,12 @@ public final class ClassificationCache {
         misses += 1
         let classification = QueryClassifier.classifyIgnoringVolatility(sql)
         guard capacity > 0, sql.utf8.count <= maxQueryLength else { return classification }
+        let fingerprint = sql.hashValue | 1
+        let filterSlot = Int(UInt(bitPattern: fingerprint) % UInt(Self.recentMissSlots))
+        guard recentMisses[filterSlot] == fingerprint else {
+            recentMisses[filterSlot] = fingerprint
+            return classification
+        }
         let slot = Slot(query: sql, classification: classification, referenced: false)
         if slots.count < capacity {
             positions[sql] = slots.count

@@ -75,12 +75,30 @@ final class Worker {
     /// millisecond: the monitor publishes every 100 ms, so this costs no freshness and saves a
     /// lock and a copy per request.
     var topology: Topology {
+        refreshTopology()
+        return cachedTopology!
+    }
+
+    /// The live primary of the current snapshot (nil when there is none or two).
+    var topologyPrimary: Int? {
+        refreshTopology()
+        return cachedPrimary
+    }
+
+    private var cachedPrimary: Int?
+
+    private func refreshTopology() {
         let now = uv_now(loop)
         if now != cachedTopologyAt || cachedTopology == nil {
-            cachedTopology = runtime.topology()
+            let topology = runtime.topology()
+            cachedTopology = topology
             cachedTopologyAt = now
+            if let primary = topology.primary, primary.health != .down, !topology.hasMultiplePrimaries {
+                cachedPrimary = primary.index
+            } else {
+                cachedPrimary = nil
+            }
         }
-        return cachedTopology!
     }
 
     /// This worker's routing statistics; plain integers, only this thread touches them.

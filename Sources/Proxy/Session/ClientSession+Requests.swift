@@ -309,11 +309,7 @@ extension ClientSession {
     }
 
     func currentPrimaryIndex() -> Int? {
-        let topology = worker.topology
-        if let primary = topology.primary, primary.health != .down, !topology.hasMultiplePrimaries {
-            return primary.index
-        }
-        return primaryIndex
+        worker.topologyPrimary ?? primaryIndex
     }
 
     /// Answers a unit with an error without involving a server.

@@ -44,6 +44,7 @@ final class ServerLink: StreamDelegate {
     var sentFatal = false
     private var terminated = false
     private var events: [ResponseStream.Event] = []
+    private var spareEvents: [ResponseStream.Event] = []
 
     init(worker: Worker, backend: ResolvedBackend, index: Int, login: ServerLogin, startupParameters: [(String, String)]) {
         self.worker = worker
@@ -233,12 +234,13 @@ final class ServerLink: StreamDelegate {
         }
         let taken = delegate.link(self, forward: bytes, chunk: chunk, ranges: ranges)
         if !events.isEmpty {
-            let delivered = events
-            events.removeAll(keepingCapacity: true)
-            for event in delivered {
+            // Swap buffers instead of copying: handlers may cause more events on this link.
+            swap(&events, &spareEvents)
+            for event in spareEvents {
                 guard let delegate = self.delegate else { break }
                 delegate.link(self, event: event)
             }
+            spareEvents.removeAll(keepingCapacity: true)
         }
         return taken
     }
