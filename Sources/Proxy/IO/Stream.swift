@@ -1,5 +1,6 @@
 import CLibUV
 import CShims
+import Foundation
 
 /// Who gets told what happens on a stream. Every call happens on the stream's loop thread.
 protocol StreamDelegate: AnyObject {
@@ -42,6 +43,34 @@ final class Stream {
     var isAboveHighWater: Bool { writeQueueSize > Self.highWater }
 
     func setNoDelay() { _ = cw_tcp_nodelay(handle) }
+
+    /// "host:port" of the peer, for logs and SHOW CLIENTS.
+    func peerAddress() -> String {
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let status = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getpeername(handle, $0, &length) }
+        }
+        guard status == 0 else { return "?" }
+        var name = [CChar](repeating: 0, count: 64)
+        var port: UInt16 = 0
+        let family = storage.ss_family
+        withUnsafePointer(to: &storage) { pointer in
+            if family == sa_family_t(AF_INET) {
+                pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { address in
+                    _ = uv_ip4_name(address, &name, name.count)
+                    port = UInt16(bigEndian: address.pointee.sin_port)
+                }
+            } else {
+                pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { address in
+                    _ = uv_ip6_name(address, &name, name.count)
+                    port = UInt16(bigEndian: address.pointee.sin6_port)
+                }
+            }
+        }
+        let text = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "\(text):\(port)"
+    }
 
     func connect(to address: UnsafePointer<sockaddr>) -> Int32 {
         let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)

@@ -129,12 +129,33 @@ final class Worker {
             finish()
             return
         }
+        let maintenance = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
+        uv_timer_init(loop, maintenance)
+        maintenance.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        uv_timer_start(maintenance, workerMaintenanceCallback, 100, 100)
+        // The maintenance tick must not keep the loop alive once everything else has closed.
+        maintenance.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_unref($0) }
+        maintenanceTimer = maintenance
         control.ready.signal()
         uv_run(loop, UV_RUN_DEFAULT)
         finish()
     }
 
+    private var maintenanceTimer: UnsafeMutablePointer<uv_timer_t>?
+
+    /// Every 100 ms: sessions let go of server connections to draining backends.
+    fileprivate func maintain() {
+        let topology = self.topology
+        guard topology.backends.contains(where: { $0.draining }) else { return }
+        for session in Array(sessions.values) { session.releaseDrainingLinks(topology) }
+    }
+
     private func finish() {
+        if let maintenanceTimer {
+            self.maintenanceTimer = nil
+            maintenanceTimer.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
+            uv_run(loop, UV_RUN_DEFAULT)
+        }
         let status = uv_loop_close(loop)
         if status != 0 { log.warn("loop_close_busy", ["worker": index, "status": status]) }
         loop.deallocate()
@@ -206,11 +227,17 @@ final class Worker {
     }
 
     func adoptReplica(_ index: Int) {
-        if replicaLoad.indices.contains(index) { replicaLoad[index] += 1 }
+        if replicaLoad.indices.contains(index) {
+            replicaLoad[index] += 1
+            runtime.stats.backends[index].sessions.add(1, ordering: .relaxed)
+        }
     }
 
     func releaseReplica(_ index: Int) {
-        if replicaLoad.indices.contains(index) { replicaLoad[index] = max(0, replicaLoad[index] - 1) }
+        if replicaLoad.indices.contains(index), replicaLoad[index] > 0 {
+            replicaLoad[index] -= 1
+            runtime.stats.backends[index].sessions.subtract(1, ordering: .relaxed)
+        }
     }
 
     func deriveScram(password: String, salt: [UInt8], iterations: Int) -> (ScramKeys, [UInt8]) {
@@ -286,6 +313,10 @@ private func workerConnectionCallback(_ server: UnsafeMutablePointer<uv_stream_t
 
 private func workerAsyncCallback(_ handle: UnsafeMutablePointer<uv_async_t>?) {
     Worker.from(handle?.pointee.data).handleCommand()
+}
+
+private func workerMaintenanceCallback(_ handle: UnsafeMutablePointer<uv_timer_t>?) {
+    Worker.from(handle?.pointee.data).maintain()
 }
 
 private func workerWaitTimerCallback(_ handle: UnsafeMutablePointer<uv_timer_t>?) {

@@ -1,4 +1,5 @@
 import CLibUV
+import Foundation
 import Router
 import Wire
 
@@ -163,6 +164,12 @@ extension ClientSession {
             authenticator = nil
             // Nothing more is expected from the client until it is told the login succeeded.
             client.stopReading()
+            worker.runtime.stats.clientOpened(.init(id: id, user: userName, database: database, address: client.peerAddress(),
+                                                    worker: worker.index, connectedAt: Date().timeIntervalSince1970))
+            if database == Self.adminDatabase {
+                beginAdminSession()
+                return
+            }
             phase = .connecting
             connectToPrimary(candidates: nil)
         case let .reject(fields):
@@ -253,6 +260,8 @@ extension ClientSession {
         }
         link.delegate = self
         primaryIndex = link.backendIndex
+        countedOnPrimary = link.backendIndex
+        worker.runtime.stats.backends[link.backendIndex].sessions.add(1, ordering: .relaxed)
         var writer = ByteWriter(capacity: 512)
         if let saslFinal { BackendMessage.authentication(.saslFinal(saslFinal)).encode(into: &writer) }
         BackendMessage.authentication(.ok).encode(into: &writer)

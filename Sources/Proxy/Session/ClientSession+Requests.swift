@@ -21,7 +21,11 @@ extension ClientSession {
                 return
             }
             guard let frame else { break }
-            handleClientMessage(frame.type, frame.body)
+            if isAdmin {
+                handleAdminMessage(frame.type, frame.body)
+            } else {
+                handleClientMessage(frame.type, frame.body)
+            }
         }
         updateClientReading()
     }
@@ -430,8 +434,9 @@ extension ClientSession {
             }
             lastReplicaRead = (link.backendIndex, topology.generation)
         }
-        worker.stats.countUnit(backend: link.backendIndex, toPrimary: link.backendIndex == currentPrimaryIndex(),
-                               reason: reason)
+        let onPrimary = link.backendIndex == currentPrimaryIndex()
+        worker.stats.countUnit(backend: link.backendIndex, toPrimary: onPrimary, reason: reason)
+        worker.runtime.stats.countUnit(backend: link.backendIndex, isWrite: onPrimary && reason == .write, reason: reason)
         updateLinkReading()
     }
 

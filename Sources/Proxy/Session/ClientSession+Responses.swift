@@ -29,6 +29,7 @@ extension ClientSession: ServerLinkDelegate {
             held.removeAll(keepingCapacity: true)
             markUnavailable(index)
             worker.stats.retries += 1
+            worker.runtime.stats.retries.add(1, ordering: .relaxed)
             resend(unit)
             return
         }
@@ -158,6 +159,7 @@ extension ClientSession: ServerLinkDelegate {
                 held.removeAll(keepingCapacity: true)
                 log.info("read_retried", ["session": id, "backend": link.backend.config.name, "reason": "refused"])
                 worker.stats.retries += 1
+            worker.runtime.stats.retries.add(1, ordering: .relaxed)
                 var primaryUnit = unit
                 primaryUnit.forcePrimary = true
                 resend(primaryUnit)

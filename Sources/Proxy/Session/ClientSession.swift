@@ -32,6 +32,9 @@ final class ClientSession: StreamDelegate {
     var registeredCancelTarget: Int?
     var connectFailures: [String] = []
     var primaryLoginObserver: AnyObject?
+    var isAdmin = false
+    /// Counted in the primary's session figure (SHOW BACKENDS).
+    var countedOnPrimary: Int?
 
     // Server links, by backend index.
     var links: [Int: ServerLink] = [:]
@@ -206,6 +209,11 @@ final class ClientSession: StreamDelegate {
             worker.runtime.counters.clientConnections.subtract(1, ordering: .relaxed)
         }
         if let sticky = routing.stickyReplica { worker.releaseReplica(sticky) }
+        if let primary = countedOnPrimary {
+            countedOnPrimary = nil
+            worker.runtime.stats.backends[primary].sessions.subtract(1, ordering: .relaxed)
+        }
+        worker.runtime.stats.clientClosed(id)
         worker.sessionEnded(self)
     }
 }

@@ -43,6 +43,7 @@ final class ServerLink: StreamDelegate {
     var copyInActive = false
     var sentFatal = false
     private var terminated = false
+    private var counted = false
     private var events: [ResponseStream.Event] = []
     private var spareEvents: [ResponseStream.Event] = []
 
@@ -94,6 +95,10 @@ final class ServerLink: StreamDelegate {
     /// right away instead of when it notices the socket closing.
     func close(sendTerminate: Bool = true) {
         guard phase != .closed else { return }
+        if counted {
+            counted = false
+            worker.runtime.stats.backends[backendIndex].serverConnections.subtract(1, ordering: .relaxed)
+        }
         let wasConnected = phase != .connecting
         phase = .closed
         delegate = nil
@@ -128,6 +133,8 @@ final class ServerLink: StreamDelegate {
         }
         stream.setNoDelay()
         phase = .loggingIn
+        counted = true
+        worker.runtime.stats.backends[backendIndex].serverConnections.add(1, ordering: .relaxed)
         stream.write(ServerLogin.startupPacket(parameters: startupParameters))
         stream.startReading()
     }

@@ -1,4 +1,5 @@
 import CLibUV
+import CShims
 import Foundation
 import LagMonitor
 import Router
@@ -91,6 +92,9 @@ public final class ProxyRuntime: Sendable {
     private let mockSaltKey = Crypto.randomBytes(32)
     let cancels = CancelRegistry()
     let counters = ProxyCounters()
+    public let stats: ProxyStats
+    /// When the process started, for uptime figures.
+    let startedAt = Date().timeIntervalSince1970
     let shuttingDown = Atomic<Bool>(false)
     let policy: RoutingPolicy
     private let topologySource: @Sendable () -> Topology
@@ -103,6 +107,7 @@ public final class ProxyRuntime: Sendable {
         self.config = config
         logLevel = config.proxy.logLevel
         backends = try config.backends.map(ResolvedBackend.resolve)
+        stats = ProxyStats(backendCount: config.backends.count)
         var keys: [String: ScramKeys] = [:]
         for user in config.users {
             if let verifier = user.scram {
@@ -144,6 +149,28 @@ public final class ProxyRuntime: Sendable {
 
     /// The latest view of the cluster the routing decisions use.
     func topology() -> Topology { topologySource() }
+
+    /// DRAIN deadlines by backend index (monotonic nanoseconds).
+    private let drainDeadlines = Mutex<[Int: UInt64]>([:])
+
+    func drain(backend index: Int, seconds: Double) {
+        let deadline = cw_monotonic_nanos() + UInt64(seconds * 1e9)
+        drainDeadlines.withLock { $0[index] = deadline }
+        monitor?.setDraining(backends[index].config.name, true)
+        Log(component: "admin", minimumLevel: logLevel).info("drain", ["backend": backends[index].config.name, "timeout_s": seconds])
+    }
+
+    func undrain(backend index: Int) {
+        _ = drainDeadlines.withLock { $0.removeValue(forKey: index) }
+        monitor?.setDraining(backends[index].config.name, false)
+        Log(component: "admin", minimumLevel: logLevel).info("undrain", ["backend": backends[index].config.name])
+    }
+
+    /// Whether a drain of `index` has run out of time (remaining connections are then cut).
+    func drainExpired(_ index: Int) -> Bool {
+        guard let deadline = drainDeadlines.withLock({ $0[index] }) else { return false }
+        return cw_monotonic_nanos() >= deadline
+    }
 
     /// Someone waits for a replica to catch up: poll the cluster faster for a while.
     func requestFastPoll() { fastPoll() }

@@ -1,0 +1,189 @@
+import CShims
+import Foundation
+import Router
+import Wire
+
+/// The admin console: psql to database `causeway` as one of `admin_users`. Each command is
+/// answered with a real row set (or a command tag), never by a server.
+struct AdminConsole {
+    let runtime: ProxyRuntime
+    let topology: Topology
+
+    enum Outcome {
+        case rows(ResultSet)
+        case done(tag: String)
+        case error(ErrorFields)
+        /// SHUTDOWN: reply, then begin a graceful stop.
+        case shutdown
+    }
+
+    static let help: [(String, String)] = [
+        ("SHOW BACKENDS", "every backend: role, state, lag, replay position, catch-up estimate, sessions, server connections, reads, writes"),
+        ("SHOW CLIENTS", "connected client sessions"),
+        ("SHOW POOLS", "server connections per backend"),
+        ("SHOW STATS", "routing decisions by reason, retries, clients"),
+        ("SHOW CONFIG", "the configuration in force"),
+        ("SHOW VERSION", "causeway's version"),
+        ("SHOW HELP", "this list"),
+        ("DRAIN <backend> [<seconds>]", "move traffic off a replica at transaction boundaries; after <seconds> (default 60) remaining connections are cut"),
+        ("UNDRAIN <backend>", "let a drained replica take reads again"),
+        ("SHUTDOWN", "stop gracefully: sessions finish their transactions first"),
+    ]
+
+    func execute(_ text: String) -> Outcome {
+        var command = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        while command.hasSuffix(";") { command = String(command.dropLast()).trimmingCharacters(in: .whitespaces) }
+        let words = command.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init)
+        guard let verb = words.first?.uppercased() else { return .done(tag: "EMPTY") }
+        switch (verb, words.count > 1 ? words[1].uppercased() : "") {
+        case ("SHOW", "BACKENDS"): return .rows(backends())
+        case ("SHOW", "CLIENTS"): return .rows(clients())
+        case ("SHOW", "POOLS"): return .rows(pools())
+        case ("SHOW", "STATS"): return .rows(stats())
+        case ("SHOW", "CONFIG"): return .rows(config())
+        case ("SHOW", "VERSION"): return .rows(ResultSet(columns: ["version"], rows: [["causeway \(CausewayVersion.string)"]]))
+        case ("SHOW", "HELP"): return .rows(ResultSet(columns: ["command", "description"], rows: Self.help.map { [$0.0, $0.1] }))
+        case ("DRAIN", _): return drain(words)
+        case ("UNDRAIN", _): return undrain(words)
+        case ("SHUTDOWN", _): return .shutdown
+        default:
+            return .error(ErrorFields(severity: .error, sqlState: "42601",
+                                      message: "unknown admin command \"\(command)\"",
+                                      hint: "Commands: " + Self.help.map(\.0).joined(separator: ", ") + "."))
+        }
+    }
+
+    // MARK: - SHOW
+
+    private func backends() -> ResultSet {
+        let columns = ["name", "address", "zone", "role", "state", "lag_ms", "lag_bytes", "replay_lsn",
+                       "catch_up_ms", "sessions", "server_conns", "reads", "writes"]
+        var rows: [[String?]] = []
+        for (index, backend) in runtime.backends.enumerated() {
+            let status = topology.backend(at: index)
+            let counters = runtime.stats.backends[index]
+            let connections = counters.serverConnections.load(ordering: .relaxed)
+            rows.append([
+                backend.config.name,
+                "\(backend.config.host):\(backend.config.port)",
+                backend.config.zone,
+                status?.role.rawValue ?? "unknown",
+                Self.state(status, connections: connections),
+                status.map { String(Int($0.lagMs.rounded())) },
+                status.map { String($0.lagBytes) },
+                (status?.role == .primary ? status?.currentLSN : status?.replayLSN)?.description,
+                status?.catchUpEstimateMs.map { String(Int($0.rounded())) },
+                String(counters.sessions.load(ordering: .relaxed)),
+                String(connections),
+                String(counters.reads.load(ordering: .relaxed)),
+                String(counters.writes.load(ordering: .relaxed)),
+            ])
+        }
+        return ResultSet(columns: columns, rows: rows)
+    }
+
+    static func state(_ status: BackendStatus?, connections: Int) -> String {
+        guard let status else { return "unknown" }
+        if status.draining { return connections == 0 ? "drained" : "draining" }
+        if status.health == .up && status.replayPaused { return "up (replay paused)" }
+        return status.health.rawValue
+    }
+
+    private func clients() -> ResultSet {
+        let now = Date().timeIntervalSince1970
+        let rows = runtime.stats.clientList().map { client -> [String?] in
+            [String(client.id), client.user, client.database, client.address, String(client.worker),
+             String(format: "%.1f", now - client.connectedAt)]
+        }
+        return ResultSet(columns: ["id", "user", "database", "client", "worker", "connected_s"], rows: rows)
+    }
+
+    private func pools() -> ResultSet {
+        let rows = runtime.backends.enumerated().map { index, backend -> [String?] in
+            let counters = runtime.stats.backends[index]
+            return [backend.config.name, runtime.config.proxy.poolMode.rawValue,
+                    String(counters.serverConnections.load(ordering: .relaxed)),
+                    String(counters.sessions.load(ordering: .relaxed))]
+        }
+        return ResultSet(columns: ["backend", "pool_mode", "server_conns", "sessions"], rows: rows)
+    }
+
+    private func stats() -> ResultSet {
+        var rows: [[String?]] = runtime.stats.routeCounts().map { ["route_\($0.0.rawValue)", String($0.1)] }
+        rows.append(["retries", String(runtime.stats.retries.load(ordering: .relaxed))])
+        rows.append(["clients_connected", String(runtime.counters.clientConnections.load(ordering: .relaxed))])
+        rows.append(["clients_total", String(runtime.stats.totalClients.load(ordering: .relaxed))])
+        rows.append(["uptime_s", String(Int(Date().timeIntervalSince1970 - runtime.startedAt))])
+        rows.append(["topology_generation", String(topology.generation)])
+        return ResultSet(columns: ["stat", "value"], rows: rows)
+    }
+
+    private func config() -> ResultSet {
+        let c = runtime.config
+        var rows: [[String?]] = [
+            ["proxy.listen", "\(c.proxy.listen.host):\(c.proxy.listen.port)"],
+            ["proxy.workers", String(c.proxy.workers)],
+            ["proxy.pool_mode", c.proxy.poolMode.rawValue],
+            ["proxy.zone", c.proxy.zone],
+            ["proxy.admin_users", c.proxy.adminUsers.joined(separator: ",")],
+            ["proxy.metrics_listen", c.proxy.metricsListen.map { "\($0.host):\($0.port)" } ?? ""],
+            ["proxy.auth_type", c.proxy.authType.rawValue],
+            ["proxy.max_client_conn", String(c.proxy.maxClientConnections)],
+            ["proxy.log_level", c.proxy.logLevel.rawValue],
+            ["routing.consistency", c.routing.consistency.rawValue],
+            ["routing.max_lag_ms", String(c.routing.maxLagMs)],
+            ["routing.max_lag_bytes", String(c.routing.maxLagBytes)],
+            ["routing.causal_wait_ms", String(c.routing.causalWaitMs)],
+            ["routing.fallback", c.routing.fallback.rawValue],
+            ["routing.report_lsn", String(c.routing.reportLSN)],
+            ["monitor.interval_ms", String(c.monitor.intervalMs)],
+            ["monitor.user", c.monitor.user],
+        ]
+        for backend in c.backends {
+            rows.append(["backends.\(backend.name)", "\(backend.host):\(backend.port) role=\(backend.role.rawValue) zone=\(backend.zone) weight=\(backend.weight)"])
+        }
+        rows.append(["users", c.users.map(\.name).joined(separator: ",")])
+        return ResultSet(columns: ["key", "value"], rows: rows)
+    }
+
+    // MARK: - DRAIN
+
+    private func drain(_ words: [String]) -> Outcome {
+        guard words.count == 2 || words.count == 3 else {
+            return .error(usage("DRAIN <backend> [<seconds>]"))
+        }
+        guard let index = runtime.backends.firstIndex(where: { $0.config.name == words[1] }) else {
+            return .error(unknownBackend(words[1]))
+        }
+        var seconds = 60.0
+        if words.count == 3 {
+            guard let value = Double(words[2]), value >= 0, value <= 86_400 else { return .error(usage("DRAIN <backend> [<seconds>]")) }
+            seconds = value
+        }
+        if topology.backend(at: index)?.role == .primary {
+            return .error(ErrorFields(severity: .error, sqlState: "55000",
+                                      message: "cannot drain \(words[1]): it is the primary, and writes have nowhere else to go",
+                                      hint: "For a switchover, promote a replica; causeway follows the new primary."))
+        }
+        runtime.drain(backend: index, seconds: seconds)
+        return .done(tag: "DRAIN")
+    }
+
+    private func undrain(_ words: [String]) -> Outcome {
+        guard words.count == 2 else { return .error(usage("UNDRAIN <backend>")) }
+        guard let index = runtime.backends.firstIndex(where: { $0.config.name == words[1] }) else {
+            return .error(unknownBackend(words[1]))
+        }
+        runtime.undrain(backend: index)
+        return .done(tag: "UNDRAIN")
+    }
+
+    private func usage(_ text: String) -> ErrorFields {
+        ErrorFields(severity: .error, sqlState: "42601", message: "usage: \(text)")
+    }
+
+    private func unknownBackend(_ name: String) -> ErrorFields {
+        ErrorFields(severity: .error, sqlState: "42704", message: "no backend named \"\(name)\"",
+                    hint: "Backends: " + runtime.backends.map(\.config.name).joined(separator: ", ") + ".")
+    }
+}

@@ -1,0 +1,73 @@
+import Router
+import Synchronization
+
+/// Counters for one backend, shared by all workers (relaxed atomics: statistics, not locks).
+public final class BackendCounters: Sendable {
+    /// Server connections open to this backend.
+    let serverConnections = Atomic<Int>(0)
+    /// Sessions currently reading from it (their sticky replica) — or, for the primary, logged in.
+    let sessions = Atomic<Int>(0)
+    let reads = Atomic<Int>(0)
+    let writes = Atomic<Int>(0)
+}
+
+/// Process-wide statistics the admin console and the metrics endpoint report.
+public final class ProxyStats: Sendable {
+    let backends: [BackendCounters]
+    /// Indexed like `RouteReason.allCases`.
+    private let reasons: [ReasonCounter]
+    let retries = Atomic<Int>(0)
+    let clientErrors = Atomic<Int>(0)
+    let totalClients = Atomic<Int>(0)
+    let authFailures = Atomic<Int>(0)
+    private let clients = Mutex<[Int32: ClientInfo]>([:])
+
+    final class ReasonCounter: Sendable {
+        let count = Atomic<Int>(0)
+    }
+
+    /// What SHOW CLIENTS lists; written at login and logout only.
+    struct ClientInfo: Sendable {
+        var id: Int32
+        var user: String
+        var database: String
+        var address: String
+        var worker: Int
+        var connectedAt: Double
+    }
+
+    init(backendCount: Int) {
+        backends = (0..<backendCount).map { _ in BackendCounters() }
+        reasons = RouteReason.allCases.map { _ in ReasonCounter() }
+    }
+
+    func countUnit(backend: Int, isWrite: Bool, reason: RouteReason) {
+        if backends.indices.contains(backend) {
+            if isWrite {
+                backends[backend].writes.add(1, ordering: .relaxed)
+            } else {
+                backends[backend].reads.add(1, ordering: .relaxed)
+            }
+        }
+        if let position = RouteReason.allCases.firstIndex(of: reason) {
+            reasons[position].count.add(1, ordering: .relaxed)
+        }
+    }
+
+    func routeCounts() -> [(RouteReason, Int)] {
+        RouteReason.allCases.enumerated().map { ($1, reasons[$0].count.load(ordering: .relaxed)) }
+    }
+
+    func clientOpened(_ info: ClientInfo) {
+        clients.withLock { $0[info.id] = info }
+        totalClients.add(1, ordering: .relaxed)
+    }
+
+    func clientClosed(_ id: Int32) {
+        _ = clients.withLock { $0.removeValue(forKey: id) }
+    }
+
+    func clientList() -> [ClientInfo] {
+        clients.withLock { Array($0.values) }.sorted { $0.id < $1.id }
+    }
+}
