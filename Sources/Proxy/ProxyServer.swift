@@ -68,7 +68,18 @@ public final class ProxyServer {
         let done = UnsafeMutablePointer<uv_async_t>.allocate(capacity: 1)
         uv_async_init(loop, done, proxyDoneCallback)
         box.done = done
+        var metrics: MetricsServer?
+        if let address = runtime.config.proxy.metricsListen {
+            let server = MetricsServer(runtime: runtime, loop: loop)
+            do {
+                try server.start(address)
+                metrics = server
+            } catch {
+                log.error("metrics_unavailable", ["reason": "\(error)"])
+            }
+        }
         uv_run(loop, UV_RUN_DEFAULT)
+        metrics?.stop()
         for handle in handles {
             handle.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
         }
