@@ -174,6 +174,7 @@ extension ClientSession {
             connectToPrimary(candidates: nil)
         case let .reject(fields):
             log.info("client_auth_failed", ["session": id, "user": userName, "sqlstate": fields.sqlState ?? ""])
+            worker.runtime.stats.authFailures.add(1, ordering: .relaxed)
             sendFatal(fields)
         }
     }

@@ -1,0 +1,167 @@
+"""The admin console (database `causeway`), DRAIN under load, and the Prometheus endpoint."""
+import os
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import psycopg
+import pytest
+
+from conftest import HOST, ServerError, free_port, wait_until
+
+
+def admin(proxy, command, user="postgres", password="postgres", check=True):
+    """Runs one admin command with psql (simple protocol, as operators do); rows as lists."""
+    env = dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="5")
+    result = subprocess.run(
+        ["psql", "-X", "-At", "-F", "|", "-h", HOST, "-p", str(proxy.port), "-U", user, "-d", "causeway",
+         "-v", "ON_ERROR_STOP=1", "-c", command],
+        env=env, capture_output=True, text=True, timeout=30)
+    if check and result.returncode != 0:
+        raise AssertionError(f"admin command {command!r} failed: {result.stderr}")
+    rows = [line.split("|") for line in result.stdout.splitlines() if line]
+    return rows, result
+
+
+def backends(proxy):
+    rows, _ = admin(proxy, "SHOW BACKENDS")
+    columns = ["name", "address", "zone", "role", "state", "lag_ms", "lag_bytes", "replay_lsn", "catch_up_ms",
+               "sessions", "server_conns", "reads", "writes"]
+    return {row[0]: dict(zip(columns, row)) for row in rows}
+
+
+def test_show_backends_reports_every_backend_with_its_measured_role(proxy, cluster):
+    table = backends(proxy)
+    assert set(table) == {"primary", "replica1", "replica2"}
+    assert table["primary"]["role"] == "primary"
+    assert table["primary"]["address"] == f"{HOST}:{cluster.primary_port}"
+    for name in ("replica1", "replica2"):
+        assert table[name]["role"] == "replica"
+        assert table[name]["state"].startswith("up")
+
+
+def test_every_show_command_returns_a_row_set(proxy):
+    for command, minimum in [("SHOW CLIENTS", 1), ("SHOW POOLS", 3), ("SHOW STATS", 5), ("SHOW CONFIG", 5),
+                             ("SHOW VERSION", 1), ("SHOW HELP", 5)]:
+        rows, _ = admin(proxy, command)
+        assert len(rows) >= minimum, command
+    version, _ = admin(proxy, "SHOW VERSION")
+    assert version[0][0].startswith("causeway ")
+
+
+def test_unknown_admin_command_names_the_commands_that_exist(proxy):
+    _, result = admin(proxy, "SHOW NONSENSE", check=False)
+    assert result.returncode != 0
+    assert "unknown admin command" in result.stderr
+    assert "SHOW BACKENDS" in result.stderr and "DRAIN" in result.stderr
+
+
+def test_admin_console_refuses_users_not_in_admin_users_with_42501(proxy):
+    with proxy.wire() as wire:
+        with pytest.raises(ServerError) as failure:
+            wire.login(user="app", database="causeway")
+    assert failure.value.fields["C"] == "42501"
+    assert "admin_users" in failure.value.fields.get("H", "")
+
+
+def test_draining_the_primary_is_refused_with_an_explanation(proxy):
+    _, result = admin(proxy, "DRAIN primary", check=False)
+    assert result.returncode != 0
+    assert "cannot drain primary" in result.stderr
+
+
+def test_drain_under_load_moves_reads_off_with_zero_client_errors(make_proxy, cluster, table):
+    proxy = make_proxy()
+    replica1_port = cluster.replica_ports[0]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    reads = {"total": 0}
+
+    def reader():
+        try:
+            with proxy.connect(application_name="drain-load") as conn:
+                while not stop.is_set():
+                    conn.execute("SELECT inet_server_port()").fetchone()
+                    reads["total"] += 1
+        except BaseException as error:  # noqa: BLE001 - every failure counts
+            errors.append(error)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: reads["total"] > 200, timeout=20, message="reads flowing")
+        admin(proxy, "DRAIN replica1 10")
+
+        def replica1_released():
+            state = backends(proxy)["replica1"]
+            return state["state"] == "drained" and state["server_conns"] == "0"
+        wait_until(replica1_released, timeout=10, message="replica1 drained")
+        # The servers' own view: no connection from the proxy's sessions remains on replica1.
+        with cluster.superuser(port=replica1_port) as conn:
+            left = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'drain-load'").fetchone()[0]
+        assert left == 0
+        before = reads["total"]
+        wait_until(lambda: reads["total"] > before + 200, timeout=20, message="reads continue elsewhere")
+        admin(proxy, "UNDRAIN replica1")
+        assert backends(proxy)["replica1"]["state"].startswith("up")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=20)
+    assert errors == []
+
+
+def fetch(port, path):
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+SAMPLE = re.compile(r'^([a-z_]+)(\{([a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*)\})? (-?[0-9.e+]+)$')
+
+
+def parse_metrics(text):
+    samples = {}
+    declared = []
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            declared.append(line.split()[2])
+            continue
+        if line.startswith("#") or not line:
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"not Prometheus text: {line!r}"
+        assert match.group(1) == declared[-1], f"sample {line!r} outside its family"
+        samples[(match.group(1), match.group(3) or "")] = float(match.group(5))
+    return samples
+
+
+def test_metrics_endpoint_exposes_backends_routing_and_connections(make_proxy):
+    port = free_port()
+    proxy = make_proxy(metrics_listen=f"{HOST}:{port}")
+    with proxy.connect() as conn:
+        for _ in range(20):
+            conn.execute("SELECT 1").fetchone()
+        status, text = fetch(port, "/metrics")
+        assert status == 200
+        samples = parse_metrics(text)
+        for name in ("primary", "replica1", "replica2"):
+            role = "primary" if name == "primary" else "replica"
+            assert samples[("causeway_backend_up", f'backend="{name}",role="{role}"')] == 1
+        assert samples[("causeway_routing_decisions_total", 'reason="read"')] >= 20
+        assert samples[("causeway_client_connections", "")] >= 1
+    status, _ = fetch(port, "/nothing-here")
+    assert status == 404
+
+
+def test_admin_shutdown_stops_the_proxy_gracefully(make_proxy):
+    proxy = make_proxy()
+    admin(proxy, "SHUTDOWN")
+    assert proxy.wait(timeout=20) == 0
