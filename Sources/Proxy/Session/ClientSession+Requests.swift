@@ -104,15 +104,9 @@ extension ClientSession {
             pendingUnit.append(type, body)
         case FrontendMessage.TypeByte.execute:
             pendingUnit.append(type, body)
-        case FrontendMessage.TypeByte.flush:
+        case FrontendMessage.TypeByte.flush, FrontendMessage.TypeByte.sync:
             pendingUnit.append(type, body)
-            pendingUnit.end = .flush
-            let unit = pendingUnit
-            pendingUnit = RequestUnit()
-            dispatch(unit)
-        case FrontendMessage.TypeByte.sync:
-            pendingUnit.append(type, body)
-            pendingUnit.end = .sync
+            pendingUnit.end = type == FrontendMessage.TypeByte.sync ? .sync : .flush
             let unit = pendingUnit
             pendingUnit = RequestUnit()
             dispatch(unit)
