@@ -42,7 +42,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "bench",
-            exclude: ["compare.sh"]
+            exclude: ["compare.sh", "compare-routing.sh", "consistency.py", "README.md"]
         ),
         .testTarget(name: "WireTests", dependencies: ["Wire"], path: "Tests/WireTests"),
         .testTarget(name: "RouterTests", dependencies: ["Router"], path: "Tests/RouterTests"),
