@@ -687,3 +687,156 @@ def scram_server_first(port: int, user: str) -> dict[str, str]:
         type_, body = w.read_message()
         assert type_ == b"R" and struct.unpack("!I", body[:4])[0] == 11, (type_, body)
         return ScramClient.parse(body[4:].decode())
+
+
+# --------------------------------------------------------------------------------------------
+# Routing and consistency helpers: extra clusters, server control, config edits, where a
+# statement ran (used by test_routing.py and test_consistency.py)
+
+
+def sandbox_up(path: Path, replicas: int = 2, delay_ms: int = 0, timeout: float = 180) -> Cluster:
+    """Starts `causeway sandbox up` in `path` (a cluster of its own, beside the shared one);
+    stop it with `sandbox_down`. With `delay_ms`, the LAST replica applies WAL that much later."""
+    args = ["sandbox", "up", "--dir", str(path), "--replicas", str(replicas)]
+    if delay_ms:
+        args += ["--delay-ms", str(delay_ms)]
+    up = run_causeway(*args, timeout=timeout)
+    if up.returncode != 0:
+        run_causeway("sandbox", "down", "--dir", str(path), timeout=120)
+        raise AssertionError(f"causeway sandbox up --dir {path} failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
+    return Cluster(dir=path, env=parse_env_file(path / "sandbox.env"))
+
+
+def sandbox_down(cluster: Cluster):
+    cluster.close_monitors()
+    down = run_causeway("sandbox", "down", "--dir", str(cluster.dir), timeout=120)
+    if down.returncode != 0:
+        print(f"causeway sandbox down --dir {cluster.dir} failed: {down.stdout}\n{down.stderr}")
+
+
+def node_names(cluster: Cluster) -> dict[int, str]:
+    """Port → sandbox node name (primary, replica1, …)."""
+    names = cluster.env.get("REPLICA_NAMES", "").split()
+    return {cluster.primary_port: "primary", **dict(zip(cluster.replica_ports, names))}
+
+
+def node_port(cluster: Cluster, name: str) -> int:
+    return {v: k for k, v in node_names(cluster).items()}[name]
+
+
+def pg_ctl(cluster: Cluster, node: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs the sandbox's pg_ctl on one node's data directory, as the servers' user (through
+    runuser when we are root, as `causeway sandbox` does). Raises on failure."""
+    command = [str(Path(cluster.env["BINDIR"]) / "pg_ctl"), "-D", str(cluster.dir / node), *args]
+    server_user = cluster.env.get("SERVER_USER", "")
+    if os.geteuid() == 0 and server_user:
+        command = ["runuser", "-u", server_user, "--", *command]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=str(cluster.dir), env=env)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def edit_routing(text: str, **settings) -> str:
+    """Sets keys of the [routing] table of a causeway.toml text (adding the table if missing)."""
+    return _edit_table(text, "[routing]", settings)
+
+
+def edit_monitor(text: str, **settings) -> str:
+    return _edit_table(text, "[monitor]", settings)
+
+
+def _edit_table(text: str, header: str, settings: dict) -> str:
+    lines = text.splitlines()
+    out: list[str] = []
+    inside = found = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            inside = stripped == header
+            if inside:
+                found = True
+                out.append(line)
+                out += [f"{key} = {toml_value(value)}" for key, value in settings.items()]
+                continue
+        if inside and "=" in stripped and not stripped.startswith("#"):
+            if stripped.split("=", 1)[0].strip() in settings:
+                continue
+        out.append(line)
+    if not found:
+        # A plain table after the last [[array]] item would belong to nobody; put it first.
+        out = [header, *[f"{key} = {toml_value(value)}" for key, value in settings.items()], "", *out]
+    return "\n".join(out) + "\n"
+
+
+def keep_backends(text: str, names: set[str] | list[str]) -> str:
+    """Drops every [[backends]] item of a causeway.toml text whose name is not in `names`."""
+    keep = set(names)
+    blocks: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.strip().startswith("["):
+            blocks.append([])
+        blocks[-1].append(line)
+    out: list[str] = []
+    for block in blocks:
+        if block and block[0].strip() == "[[backends]]":
+            name = next((l.split("=", 1)[1].strip().strip('"') for l in block
+                         if l.strip().startswith("name") and "=" in l), None)
+            if name not in keep:
+                continue
+        out += block
+    return "\n".join(out) + "\n"
+
+
+def routed_port(conn, prepare: bool | None = None) -> int:
+    """The port of the server that ran this statement (the proxy chooses it)."""
+    return conn.execute("select inet_server_port()", prepare=prepare).fetchone()[0]
+
+
+def reset_statement_stats(cluster: Cluster):
+    """pg_stat_statements_reset() on every server of the cluster, directly."""
+    for port in cluster.server_ports:
+        with cluster.superuser(dbname="app", port=port) as conn:
+            conn.execute("select pg_stat_statements_reset()")
+
+
+def statement_calls(cluster: Cluster, like: str, user: str = "app") -> dict[int, int]:
+    """Per server port: how many times statements whose text matches `like` (an SQL LIKE pattern)
+    ran there as `user`, from pg_stat_statements read directly on each server."""
+    calls: dict[int, int] = {}
+    for port in cluster.server_ports:
+        with cluster.superuser(dbname="app", port=port) as conn:
+            calls[port] = int(conn.execute(
+                "select coalesce(sum(s.calls), 0) from pg_stat_statements s join pg_roles r on r.oid = s.userid"
+                " where r.rolname = %s and s.query like %s", (user, like)).fetchone()[0])
+    return calls
+
+
+@pytest.fixture
+def make_proxy_for(workdir, request):
+    """Starts proxies in front of any cluster (an extra sandbox too):
+    make_proxy_for(cluster, routing={...}, backends=[...], monitor={...}, **proxy_settings)."""
+    started: list[ProxyProcess] = []
+
+    def start(cluster: Cluster, routing: dict | None = None, backends=None, monitor: dict | None = None,
+              args=(), **proxy_settings) -> ProxyProcess:
+        port = free_port()
+        name = unique("proxy")
+        config_path = workdir / f"{name}.toml"
+        text = cluster.config_text(proxy_settings, listen_port=port)
+        if routing:
+            text = edit_routing(text, **routing)
+        if monitor:
+            text = edit_monitor(text, **monitor)
+        if backends is not None:
+            text = keep_backends(text, backends)
+        config_path.write_text(text)
+        proxy = ProxyProcess(config_path, port, workdir / f"{name}.log", name, args=args)
+        started.append(proxy)
+        _attach_log(request, proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in started:
+        proxy.stop()

@@ -165,3 +165,50 @@ def test_admin_shutdown_stops_the_proxy_gracefully(make_proxy):
     proxy = make_proxy()
     admin(proxy, "SHUTDOWN")
     assert proxy.wait(timeout=20) == 0
+
+
+def test_pause_holds_writes_but_not_reads_and_resume_releases_them(make_proxy, table):
+    proxy = make_proxy()
+    admin(proxy, "PAUSE 30")
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def writer():
+        try:
+            with proxy.connect() as conn:
+                conn.execute(f"INSERT INTO {table} (id, t) VALUES (1, 'held')")
+        except BaseException as error:  # noqa: BLE001
+            failures.append(error)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        with proxy.connect() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,), "reads go on during PAUSE"
+        assert not done.wait(1.0), "the write should be held while paused"
+        admin(proxy, "RESUME")
+        assert done.wait(10), "RESUME should release the write"
+    finally:
+        admin(proxy, "RESUME")
+        thread.join(timeout=20)
+    assert failures == []
+    with proxy.connect() as conn:
+        assert conn.execute(f"/* causeway: primary */ SELECT t FROM {table} WHERE id = 1").fetchone() == ("held",)
+
+
+def test_a_write_paused_past_its_timeout_gets_a_clear_error(make_proxy, table):
+    proxy = make_proxy()
+    admin(proxy, "PAUSE 1")
+    try:
+        with proxy.connect() as conn:
+            started = time.monotonic()
+            with pytest.raises(psycopg.Error) as failure:
+                conn.execute(f"INSERT INTO {table} (id, t) VALUES (2, 'late')")
+            assert time.monotonic() - started >= 0.9
+            assert failure.value.sqlstate == "57P03"
+            assert "paused" in str(failure.value)
+            assert conn.execute("SELECT 1").fetchone() == (1,), "the session stays usable"
+    finally:
+        admin(proxy, "RESUME")

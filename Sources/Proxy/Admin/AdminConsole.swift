@@ -27,6 +27,8 @@ struct AdminConsole {
         ("SHOW HELP", "this list"),
         ("DRAIN <backend> [<seconds>]", "move traffic off a replica at transaction boundaries; after <seconds> (default 60) remaining connections are cut"),
         ("UNDRAIN <backend>", "let a drained replica take reads again"),
+        ("PAUSE [<seconds>]", "hold new write transactions (reads go on), e.g. during a switchover; a write waits at most <seconds> (default 30)"),
+        ("RESUME", "release the writes held by PAUSE, in order"),
         ("SHUTDOWN", "stop gracefully: sessions finish their transactions first"),
     ]
 
@@ -46,6 +48,19 @@ struct AdminConsole {
         case ("DRAIN", _): return drain(words)
         case ("UNDRAIN", _): return undrain(words)
         case ("SHUTDOWN", _): return .shutdown
+        case ("PAUSE", _):
+            var seconds = 30.0
+            if words.count == 2 {
+                guard let value = Double(words[1]), value > 0, value <= 3600 else { return .error(usage("PAUSE [<seconds>]")) }
+                seconds = value
+            } else if words.count > 2 {
+                return .error(usage("PAUSE [<seconds>]"))
+            }
+            runtime.pause(seconds: seconds)
+            return .done(tag: "PAUSE")
+        case ("RESUME", _):
+            runtime.resume()
+            return .done(tag: "RESUME")
         default:
             return .error(ErrorFields(severity: .error, sqlState: "42601",
                                       message: "unknown admin command \"\(command)\"",
@@ -115,6 +130,7 @@ struct AdminConsole {
         rows.append(["clients_total", String(runtime.stats.totalClients.load(ordering: .relaxed))])
         rows.append(["uptime_s", String(Int(Date().timeIntervalSince1970 - runtime.startedAt))])
         rows.append(["topology_generation", String(topology.generation)])
+        rows.append(["writes_paused", runtime.paused.load(ordering: .relaxed) ? "yes" : "no"])
         return ResultSet(columns: ["stat", "value"], rows: rows)
     }
 

@@ -220,8 +220,10 @@ final class Worker {
     }
 
     fileprivate func checkWaiters() {
-        for (id, session) in topologyWaiters where session.phase == .finished || session.topologyChanged() {
-            topologyWaiters.removeValue(forKey: id)
+        // Oldest wait first, so writes held by PAUSE are released in the order they arrived.
+        let waiting = topologyWaiters.values.sorted { ($0.pauseDeadline, $0.waitDeadline, $0.id) < ($1.pauseDeadline, $1.waitDeadline, $1.id) }
+        for session in waiting where session.phase == .finished || session.topologyChanged() {
+            topologyWaiters.removeValue(forKey: session.id)
         }
         if topologyWaiters.isEmpty, let waitTimer { uv_timer_stop(waitTimer) }
     }

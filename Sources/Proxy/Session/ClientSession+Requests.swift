@@ -231,6 +231,25 @@ extension ClientSession {
             }
             target = chosen
             reason = decision.reason
+            // PAUSE (switchovers): a new write transaction waits; one already open finishes.
+            if decision.isPrimary && transactionStatus == .idle && worker.runtime.paused.load(ordering: .relaxed)
+                && (reason == .write || reason == .transaction || unit.classification?.leavesTransactionOpen == true) {
+                let now = cw_monotonic_nanos()
+                if pauseDeadline == 0 {
+                    pauseDeadline = now + worker.runtime.pauseTimeoutNanos.load(ordering: .relaxed)
+                }
+                if now < pauseDeadline {
+                    block(unit)
+                    worker.waitForTopology(self)
+                    return
+                }
+                pauseDeadline = 0
+                refuse(unit, ErrorFields(severity: .error, sqlState: SQLState.cannotConnectNow,
+                                         message: "writes are paused (PAUSE) and did not resume in time",
+                                         hint: "An operator paused writes for a switchover; retry after RESUME."))
+                return
+            }
+            pauseDeadline = 0
         }
         // Responses must reach the client in request order: a unit for another server waits
         // until the servers ahead of it have answered.

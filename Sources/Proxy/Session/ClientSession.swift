@@ -96,14 +96,21 @@ final class ClientSession: StreamDelegate {
     /// While waiting for a replica to reach the floor: when to give up, and the topology seen.
     var waitDeadline: UInt64 = 0
     var waitedGeneration: UInt64 = 0
+    /// While a write waits for RESUME: when it gives up.
+    var pauseDeadline: UInt64 = 0
 
-    /// Called by the worker when a new topology arrived or the wait ran out.
+    /// Called by the worker every few milliseconds while this session waits (for a replica to
+    /// catch up, or for RESUME). Returns true when it no longer needs waking.
     func topologyChanged() -> Bool {
-        guard waitDeadline != 0, blockedUnit != nil else { return true }
-        let generation = worker.topology.generation
-        if generation == waitedGeneration && cw_monotonic_nanos() < waitDeadline { return false }
+        guard blockedUnit != nil, waitDeadline != 0 || pauseDeadline != 0 else { return true }
+        let now = cw_monotonic_nanos()
+        if pauseDeadline != 0 {
+            if worker.runtime.paused.load(ordering: .relaxed) && now < pauseDeadline { return false }
+        } else if worker.topology.generation == waitedGeneration && now < waitDeadline {
+            return false
+        }
         retryBlocked()
-        return waitDeadline == 0 || blockedUnit == nil
+        return (waitDeadline == 0 && pauseDeadline == 0) || blockedUnit == nil
     }
 
     /// Responses of a retryable unit, held back until its ReadyForQuery shows it succeeded.

@@ -150,6 +150,22 @@ public final class ProxyRuntime: Sendable {
     /// The latest view of the cluster the routing decisions use.
     func topology() -> Topology { topologySource() }
 
+    /// PAUSE: new write transactions wait until RESUME (or their wait times out); reads go on.
+    let paused = Atomic<Bool>(false)
+    /// How long a write waits under PAUSE before it is refused, in nanoseconds.
+    let pauseTimeoutNanos = Atomic<UInt64>(30_000_000_000)
+
+    func pause(seconds: Double) {
+        pauseTimeoutNanos.store(UInt64(seconds * 1e9), ordering: .relaxed)
+        paused.store(true, ordering: .relaxed)
+        Log(component: "admin", minimumLevel: logLevel).info("pause", ["timeout_s": seconds])
+    }
+
+    func resume() {
+        paused.store(false, ordering: .relaxed)
+        Log(component: "admin", minimumLevel: logLevel).info("resume")
+    }
+
     /// DRAIN deadlines by backend index (monotonic nanoseconds).
     private let drainDeadlines = Mutex<[Int: UInt64]>([:])
 

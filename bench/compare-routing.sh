@@ -1,0 +1,504 @@
+#!/usr/bin/env bash
+# Read/write routing, side by side: Causeway vs pgpool-II (streaming-replication mode, load
+# balancing on), both in front of the same sandbox cluster (a primary and 2 streaming replicas).
+#
+#  Part 1  pgbench -S through each proxy, alternating A/B/A/B. Per run: tps, proxy CPU time per
+#          transaction (the proxy's whole process tree: Causeway's threads; pgpool's parent and
+#          every child), and where the reads went (pg_stat_statements calls of the pgbench query
+#          on each node, reset before each run).
+#  Part 2  Lag reaction of Causeway (max_lag_ms = 200): a read load runs through the proxy while
+#          writes go straight to the primary; then one replica is made to fall behind, and later
+#          let go. Reported: time from the event to the last read the proxy routed to that
+#          replica, and from the release to the first read routed there again. Two ways to fall
+#          behind: (a) pg_wal_replay_pause()/pg_wal_replay_resume(); (b) recovery_min_apply_delay
+#          raised to 1 s (ALTER SYSTEM on the replica + reload) and reset — (b) exercises the
+#          max_lag_ms bound itself, (a) the monitor's replay-paused detection.
+#
+# Fairness: both proxies authenticate clients with SCRAM-SHA-256 against the same password
+# (pgpool: pool_hba.conf `scram-sha-256` + pool_passwd `app:TEXTsecret`) and log in to the servers
+# with SCRAM as `app`. Both send reads only to the replicas: pgpool gets backend_weight0 = 0 for
+# the primary (PGPOOL_PRIMARY_WEIGHT=1 gives it pgpool's stock "all nodes weight 1" instead).
+# pgpool: sr_check every 1 s as postgres/postgres, delay_threshold 16 MiB (Causeway's
+# max_lag_bytes default), health checks off, failover_on_backend_error off (a benchmark must not
+# detach nodes), num_init_children = clients + 8, child_life_time 0.
+#
+#   bench/compare-routing.sh                       # 2 rounds of 20 s, 16 clients, 2 threads, scale 10
+#   ROUNDS=3 DURATION=30 CLIENTS=32 bench/compare-routing.sh
+#   SKIP_LAG=1 bench/compare-routing.sh            # part 1 only;  SKIP_AB=1: part 2 only
+#   SKIP_BUILD=1 bench/compare-routing.sh          # use the existing .build/release/causeway
+#
+# Everything runs on 127.0.0.1; everything it starts (sandbox, proxies, pgpool, load) is stopped
+# on exit. Results: printed, and written to $OUT/routing-<date>.txt (OUT defaults to
+# /tmp/causeway-bench-out). Benchmarks are never asserted in tests; this script only reports.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROUNDS="${ROUNDS:-2}"
+DURATION="${DURATION:-20}"
+CLIENTS="${CLIENTS:-16}"
+THREADS="${THREADS:-2}"
+SCALE="${SCALE:-10}"
+PGPOOL_PRIMARY_WEIGHT="${PGPOOL_PRIMARY_WEIGHT:-0}"
+LAG_MAX_MS="${LAG_MAX_MS:-200}"
+OUT="${OUT:-/tmp/causeway-bench-out}"
+mkdir -p "$OUT"
+STAMP="$(date +%Y%m%d-%H%M%S)"
+RESULTS="$OUT/routing-$STAMP.txt"
+
+say() { echo "compare-routing: $*" >&2; }
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# --- prerequisites ------------------------------------------------------------------------------
+if [ ! -x /usr/sbin/pgpool ] && ! command -v pgpool >/dev/null 2>&1; then
+    if is_root; then
+        say "installing pgpool2"
+        policy=/usr/sbin/policy-rc.d; made_policy=0
+        if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"; made_policy=1; fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends pgpool2 >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends pgpool2 >/dev/null; }
+        [ "$made_policy" = 1 ] && rm -f "$policy"
+        if [ -d /run/systemd/system ]; then systemctl disable --now pgpool2 >/dev/null 2>&1 || true
+        else service pgpool2 stop >/dev/null 2>&1 || true; update-rc.d pgpool2 disable >/dev/null 2>&1 || true; fi
+    else
+        say "pgpool2 is missing: sudo apt-get install pgpool2 (or run scripts/install-deps.sh as root)"; exit 1
+    fi
+fi
+PGPOOL="$(command -v pgpool || echo /usr/sbin/pgpool)"
+for tool in pgbench psql python3; do
+    command -v "$tool" >/dev/null 2>&1 || { say "$tool is missing (scripts/install-deps.sh installs it)"; exit 1; }
+done
+PY="$ROOT/.venv/bin/python"
+if [ "${SKIP_LAG:-0}" != 1 ] && ! "$PY" -c 'import psycopg' >/dev/null 2>&1; then
+    if is_root; then "$ROOT/scripts/install-deps.sh" >&2; else say "no $PY with psycopg: run scripts/install-deps.sh"; exit 1; fi
+fi
+
+cd "$ROOT"
+if [ "${SKIP_BUILD:-0}" != 1 ]; then swift build -c release --product causeway >/dev/null; fi
+CAUSEWAY="$ROOT/.build/release/causeway"
+
+# --- state and cleanup ----------------------------------------------------------------------------
+SANDBOX_DIR=""; POOL_DIR=""; WORK_DIR=""
+CAUSEWAY_PID=""; POOL_WRAPPER_PID=""; POOL_PID=""
+RUN_AS=()
+if is_root; then RUN_AS=(runuser -u postgres --); fi
+
+wait_gone() {  # pid seconds: wait until the process is gone, bounded
+    local pid="$1" deadline=$((SECONDS + $2))
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    ! kill -0 "$pid" 2>/dev/null
+}
+stop_causeway() {
+    [ -n "$CAUSEWAY_PID" ] || return 0
+    kill -INT "$CAUSEWAY_PID" 2>/dev/null || true
+    wait_gone "$CAUSEWAY_PID" 15 || kill -KILL "$CAUSEWAY_PID" 2>/dev/null || true
+    wait "$CAUSEWAY_PID" 2>/dev/null || true
+    CAUSEWAY_PID=""
+}
+stop_pgpool() {
+    if [ -n "$POOL_DIR" ] && [ -f "$POOL_DIR/pgpool.conf" ] && [ -n "$POOL_PID" ]; then
+        timeout 20 "${RUN_AS[@]}" "$PGPOOL" -f "$POOL_DIR/pgpool.conf" -m fast stop >/dev/null 2>&1 || true
+        wait_gone "$POOL_PID" 10 || kill -KILL "$POOL_PID" 2>/dev/null || true
+    fi
+    if [ -n "$POOL_WRAPPER_PID" ]; then
+        wait_gone "$POOL_WRAPPER_PID" 5 || kill -TERM "$POOL_WRAPPER_PID" 2>/dev/null || true
+        wait "$POOL_WRAPPER_PID" 2>/dev/null || true
+    fi
+    POOL_PID=""; POOL_WRAPPER_PID=""
+}
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_causeway
+    stop_pgpool
+    if [ -n "$SANDBOX_DIR" ] && [ -e "$SANDBOX_DIR" ]; then "$CAUSEWAY" sandbox down --dir "$SANDBOX_DIR" >/dev/null 2>&1 || say "sandbox down failed for $SANDBOX_DIR"; fi
+    [ -n "$POOL_DIR" ] && rm -rf "$POOL_DIR"
+    [ -n "$WORK_DIR" ] && rm -rf "$WORK_DIR"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- sandbox ------------------------------------------------------------------------------------
+SANDBOX_DIR="$(mktemp -d /tmp/causeway-routing.XXXXXX)"; rmdir "$SANDBOX_DIR"
+WORK_DIR="$(mktemp -d /tmp/causeway-routing-work.XXXXXX)"
+say "sandbox up (2 replicas) in $SANDBOX_DIR"
+"$CAUSEWAY" sandbox up --dir "$SANDBOX_DIR" --replicas 2 >"$WORK_DIR/sandbox-up.log" 2>&1 \
+    || { cat "$WORK_DIR/sandbox-up.log" >&2; exit 1; }
+# shellcheck disable=SC1091
+source "$SANDBOX_DIR/sandbox.env"
+read -r R1_PORT R2_PORT <<<"$REPLICA_PORTS"
+NODE_PORTS=("$PRIMARY_PORT" "$R1_PORT" "$R2_PORT")
+NODE_NAMES=(primary replica1 replica2)
+
+app_conn() { echo "host=127.0.0.1 port=$1 user=app password=secret dbname=app"; }
+su_sql() {  # port sql: run as postgres on database app, unaligned output
+    PGPASSWORD=postgres PGCONNECT_TIMEOUT=5 psql -X -q -At -h 127.0.0.1 -p "$1" -U postgres -d app -c "$2"
+}
+
+say "pgbench -i -s $SCALE on the primary"
+PGPASSWORD=secret pgbench -i -q -s "$SCALE" "$(app_conn "$PRIMARY_PORT")" >"$WORK_DIR/pgbench-init.log" 2>&1 \
+    || { cat "$WORK_DIR/pgbench-init.log" >&2; exit 1; }
+target_lsn="$(su_sql "$PRIMARY_PORT" "SELECT pg_current_wal_lsn()")"
+deadline=$((SECONDS + 60))
+for port in "$R1_PORT" "$R2_PORT"; do
+    until [ "$(su_sql "$port" "SELECT pg_last_wal_replay_lsn() >= '$target_lsn'::pg_lsn")" = t ]; do
+        [ "$SECONDS" -lt "$deadline" ] || { say "replica on $port did not catch up with $target_lsn in 60 s"; exit 1; }
+        sleep 0.2
+    done
+done
+
+# --- proxies ------------------------------------------------------------------------------------
+start_causeway() {  # config log
+    "$CAUSEWAY" --config "$1" 2>"$2" &
+    CAUSEWAY_PID=$!
+    local deadline=$((SECONDS + 30)) port=""
+    # Ready when a read through the proxy is answered by a replica (the monitor has seen them).
+    until [ -n "$port" ] && [ "$port" != "$PRIMARY_PORT" ]; do
+        [ "$SECONDS" -lt "$deadline" ] || { say "causeway did not route a read to a replica within 30 s; log: $2"; tail -20 "$2" >&2; exit 1; }
+        kill -0 "$CAUSEWAY_PID" 2>/dev/null || { say "causeway exited; log: $2"; tail -20 "$2" >&2; exit 1; }
+        sleep 0.2
+        port="$(PGPASSWORD=secret PGCONNECT_TIMEOUT=3 psql -X -At "$(app_conn "$PROXY_PORT")" -c 'SELECT inet_server_port()' 2>/dev/null || true)"
+    done
+}
+
+POOL_DIR="$(mktemp -d /tmp/causeway-pgpool.XXXXXX)"
+POOL_PORT="$(free_port)"
+PCP_PORT="$(free_port)"
+backend_conf() {  # index port weight name
+    cat <<CONF
+backend_hostname$1 = '127.0.0.1'
+backend_port$1 = $2
+backend_weight$1 = $3
+backend_flag$1 = 'ALLOW_TO_FAILOVER'
+backend_application_name$1 = '$4'
+CONF
+}
+{
+    cat <<CONF
+# Written by bench/compare-routing.sh
+backend_clustering_mode = 'streaming_replication'
+listen_addresses = '127.0.0.1'
+port = $POOL_PORT
+socket_dir = '$POOL_DIR'
+pcp_listen_addresses = ''
+pcp_port = $PCP_PORT
+pcp_socket_dir = '$POOL_DIR'
+pid_file_name = '$POOL_DIR/pgpool.pid'
+logdir = '$POOL_DIR'
+enable_pool_hba = on
+pool_passwd = '$POOL_DIR/pool_passwd'
+num_init_children = $((CLIENTS + 8))
+max_pool = 4
+child_life_time = 0
+child_max_connections = 0
+connection_life_time = 0
+client_idle_limit = 0
+connection_cache = on
+load_balance_mode = on
+statement_level_load_balance = off
+disable_load_balance_on_write = 'transaction'
+sr_check_period = 1
+sr_check_user = 'postgres'
+sr_check_password = 'postgres'
+sr_check_database = 'postgres'
+delay_threshold = 16777216
+health_check_period = 0
+failover_on_backend_error = off
+use_watchdog = off
+memory_cache_enabled = off
+log_destination = 'stderr'
+logging_collector = off
+log_min_messages = warning
+CONF
+    backend_conf 0 "$PRIMARY_PORT" "$PGPOOL_PRIMARY_WEIGHT" primary
+    backend_conf 1 "$R1_PORT" 1 replica1
+    backend_conf 2 "$R2_PORT" 1 replica2
+} >"$POOL_DIR/pgpool.conf"
+printf 'host all all 127.0.0.1/32 scram-sha-256\n' >"$POOL_DIR/pool_hba.conf"
+printf 'app:TEXTsecret\npostgres:TEXTpostgres\n' >"$POOL_DIR/pool_passwd"
+: >"$POOL_DIR/pcp.conf"
+chmod 600 "$POOL_DIR/pool_passwd"
+if is_root; then chown -R postgres "$POOL_DIR"; fi
+
+start_pgpool() {
+    "${RUN_AS[@]}" "$PGPOOL" -n -D -f "$POOL_DIR/pgpool.conf" -F "$POOL_DIR/pcp.conf" -a "$POOL_DIR/pool_hba.conf" \
+        >"$OUT/pgpool-$STAMP.log" 2>&1 &
+    POOL_WRAPPER_PID=$!
+    local deadline=$((SECONDS + 30))
+    until [ -s "$POOL_DIR/pgpool.pid" ] \
+        && PGPASSWORD=secret PGCONNECT_TIMEOUT=3 psql -X -At "$(app_conn "$POOL_PORT")" -c 'SELECT 1' >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || { say "pgpool did not accept a login within 30 s; log: $OUT/pgpool-$STAMP.log"; tail -20 "$OUT/pgpool-$STAMP.log" >&2; exit 1; }
+        kill -0 "$POOL_WRAPPER_PID" 2>/dev/null || { say "pgpool exited; log: $OUT/pgpool-$STAMP.log"; tail -20 "$OUT/pgpool-$STAMP.log" >&2; exit 1; }
+        sleep 0.2
+    done
+    POOL_PID="$(tr -dc 0-9 <"$POOL_DIR/pgpool.pid")"
+}
+
+# CPU ticks (user + system) of a process and all its descendants, plus what its reaped children
+# used (cutime/cstime), so a pgpool child that exits mid-run is still counted.
+tree_ticks() {
+    python3 - "$1" <<'PY'
+import os, sys
+root = int(sys.argv[1])
+procs = {}
+for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+        continue
+    try:
+        text = open(f"/proc/{entry}/stat").read()
+    except OSError:
+        continue
+    rest = text[text.rfind(")") + 2:].split()
+    procs[int(entry)] = (int(rest[1]), sum(int(x) for x in rest[11:15]))
+children = {}
+for pid, (ppid, _) in procs.items():
+    children.setdefault(ppid, []).append(pid)
+total, stack = 0, [root]
+while stack:
+    pid = stack.pop()
+    if pid in procs:
+        total += procs[pid][1]
+        stack.extend(children.get(pid, []))
+print(total)
+PY
+}
+TICKS_PER_SECOND="$(getconf CLK_TCK)"
+
+reset_statements() {
+    local port
+    for port in "${NODE_PORTS[@]}"; do su_sql "$port" "SELECT pg_stat_statements_reset()" >/dev/null; done
+}
+# Calls of pgbench's read on each node: "primary replica1 replica2".
+node_reads() {
+    local counts=() port
+    for port in "${NODE_PORTS[@]}"; do
+        counts+=("$(su_sql "$port" "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE 'SELECT abalance FROM pgbench_accounts%'")")
+    done
+    echo "${counts[*]}"
+}
+
+# run NAME PORT PID -> one result line
+run_pgbench() {
+    local name="$1" port="$2" pid="$3" before after output tps txns failed cpu reads p r1 r2
+    reset_statements
+    before="$(tree_ticks "$pid")"
+    output="$(PGPASSWORD=secret timeout $((DURATION + 60)) pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$DURATION" "$(app_conn "$port")" 2>&1)" \
+        || { say "pgbench through $name failed:"; echo "$output" | tail -20 >&2; exit 1; }
+    after="$(tree_ticks "$pid")"
+    reads="$(node_reads)"
+    tps="$(echo "$output" | awk '/^tps/ {print $3; exit}')"
+    txns="$(echo "$output" | awk '/number of transactions actually processed/ {print $6; exit}')"
+    failed="$(echo "$output" | awk '/number of failed transactions/ {print $5; exit}')"
+    cpu="$(python3 -c "print(round(($after-$before)/$TICKS_PER_SECOND*1e6/max($txns,1), 2))")"
+    read -r p r1 r2 <<<"$reads"
+    printf '%-9s tps=%-12s txns=%-9s failed=%-4s cpu_us_per_txn=%-7s reads_primary=%-8s reads_replica1=%-8s reads_replica2=%s\n' \
+        "$name" "$tps" "$txns" "${failed:-0}" "$cpu" "$p" "$r1" "$r2" | tee -a "$AB_LOG"
+}
+
+# --- part 1: pgbench -S, Causeway vs pgpool-II ------------------------------------------------------
+AB_LOG="$WORK_DIR/ab.txt"; : >"$AB_LOG"
+MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/^Mem:/ {print $2}') GiB; clients, proxies and servers share them"
+VERSIONS="$("$CAUSEWAY" --version 2>/dev/null | head -1); $("$PGPOOL" --version 2>&1 | head -1); $(pgbench --version)"
+{
+    echo "# bench/compare-routing.sh  $(date -u '+%Y-%m-%d %H:%M:%S UTC')  git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
+    echo "# machine: $MACHINE"
+    echo "# $VERSIONS"
+} >"$RESULTS"
+
+if [ "${SKIP_AB:-0}" != 1 ]; then
+    start_causeway "$SANDBOX_DIR/causeway.toml" "$OUT/causeway-routing-$STAMP.log"
+    start_pgpool
+    say "pgbench -S -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, $ROUNDS rounds, causeway (port $PROXY_PORT) / pgpool (port $POOL_PORT) alternating"
+    for _ in $(seq "$ROUNDS"); do
+        run_pgbench causeway "$PROXY_PORT" "$CAUSEWAY_PID"
+        run_pgbench pgpool "$POOL_PORT" "$POOL_PID"
+    done
+    stop_pgpool
+    stop_causeway
+    {
+        echo
+        echo "## Part 1: pgbench -S -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, $ROUNDS rounds A/B alternating"
+        echo "## pgpool: streaming_replication, load_balance_mode on, backend_weight primary=$PGPOOL_PRIMARY_WEIGHT replicas=1; both proxies: client auth scram-sha-256"
+        cat "$AB_LOG"
+        python3 - "$AB_LOG" <<'PY'
+import re, sys
+rows = {}
+for line in open(sys.argv[1]):
+    f = dict(kv.split("=", 1) for kv in line.split()[1:])
+    rows.setdefault(line.split()[0], []).append(f)
+mean = lambda xs: sum(xs) / len(xs)
+def summary(name):
+    r = rows[name]
+    tps = mean([float(x["tps"]) for x in r])
+    cpu = mean([float(x["cpu_us_per_txn"]) for x in r])
+    p = sum(int(x["reads_primary"]) for x in r)
+    r1 = sum(int(x["reads_replica1"]) for x in r)
+    r2 = sum(int(x["reads_replica2"]) for x in r)
+    total = max(p + r1 + r2, 1)
+    return tps, cpu, (r1 + r2) / total, p / total, r1 / total, r2 / total
+c, g = summary("causeway"), summary("pgpool")
+print()
+print(f"{'':24}{'causeway':>12}{'pgpool':>12}{'ratio':>10}")
+print(f"{'mean tps':24}{c[0]:>12.0f}{g[0]:>12.0f}{c[0]/g[0]:>10.2f}   (causeway/pgpool, target >= 2)")
+print(f"{'proxy cpu us per txn':24}{c[1]:>12.2f}{g[1]:>12.2f}{c[1]/g[1]:>10.2f}   (causeway/pgpool)")
+print(f"{'reads on replicas':24}{c[2]*100:>11.1f}%{g[2]*100:>11.1f}%")
+print(f"{'  primary/r1/r2 split':24}{'%.0f/%.0f/%.0f%%' % (c[3]*100, c[4]*100, c[5]*100):>12}{'%.0f/%.0f/%.0f%%' % (g[3]*100, g[4]*100, g[5]*100):>12}")
+PY
+    } | tee -a "$RESULTS"
+fi
+
+# --- part 2: lag reaction ------------------------------------------------------------------------
+if [ "${SKIP_LAG:-0}" != 1 ]; then
+    LAG_CONFIG="$WORK_DIR/causeway-lag.toml"
+    awk -v ms="$LAG_MAX_MS" '/^\[monitor\]$/ && !done { print "[routing]"; print "max_lag_ms = " ms; print ""; done = 1 } { print }' \
+        "$SANDBOX_DIR/causeway.toml" >"$LAG_CONFIG"
+    grep -q '^max_lag_ms' "$LAG_CONFIG" || { say "could not add [routing] to the generated config"; exit 1; }
+    "$CAUSEWAY" check-config "$LAG_CONFIG" >/dev/null
+    start_causeway "$LAG_CONFIG" "$OUT/causeway-lag-$STAMP.log"
+    say "lag reaction: read load through causeway (max_lag_ms = $LAG_MAX_MS), writes on the primary"
+    cat >"$WORK_DIR/lag.py" <<'PY'
+# Lag reaction of the proxy. Readers record (kind, start, port) of every `SELECT inet_server_port()`
+# they send through the proxy; the port says which server answered. Times are time.monotonic().
+import sys, threading, time
+import psycopg
+
+proxy, primary, r1, r2 = (int(x) for x in sys.argv[1:5])
+APP = "host=127.0.0.1 user=app password=secret dbname=app connect_timeout=5 port=%d"
+SU = "host=127.0.0.1 user=postgres password=postgres dbname=app connect_timeout=5 port=%d"
+PERSISTENT, RECONNECTING = 4, 2
+names = {primary: "primary", r1: "replica1", r2: "replica2"}
+
+stop = threading.Event()
+records = []   # (kind, start, port); list.append is atomic under the GIL
+errors = []
+
+def persistent_reader():
+    try:
+        with psycopg.connect(APP % proxy, autocommit=True) as c:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                port = c.execute("SELECT inet_server_port()").fetchone()[0]
+                records.append(("persistent", t0, port))
+                time.sleep(0.002)
+    except Exception as e:  # reported, never hidden
+        errors.append(f"persistent reader: {e!r}")
+
+def reconnecting_reader():
+    try:
+        while not stop.is_set():
+            with psycopg.connect(APP % proxy, autocommit=True) as c:
+                t0 = time.monotonic()
+                port = c.execute("SELECT inet_server_port()").fetchone()[0]
+                records.append(("new", t0, port))
+    except Exception as e:
+        errors.append(f"reconnecting reader: {e!r}")
+
+def writer():
+    try:
+        with psycopg.connect(APP % primary, autocommit=True) as c:
+            c.execute("CREATE TABLE IF NOT EXISTS cw_lag_ticks (t timestamptz NOT NULL DEFAULT now())")
+            while not stop.is_set():
+                c.execute("INSERT INTO cw_lag_ticks DEFAULT VALUES")
+                time.sleep(0.005)
+    except Exception as e:
+        errors.append(f"writer: {e!r}")
+
+def pause(su): su.execute("SELECT pg_wal_replay_pause()")
+def resume(su): su.execute("SELECT pg_wal_replay_resume()")
+def delay_on(su):
+    su.execute("ALTER SYSTEM SET recovery_min_apply_delay = '1s'")
+    su.execute("SELECT pg_reload_conf()")
+def delay_off(su):
+    su.execute("ALTER SYSTEM RESET recovery_min_apply_delay")
+    su.execute("SELECT pg_reload_conf()")
+
+def busiest_replica(since):
+    counts = {r1: 0, r2: 0}
+    for kind, t, port in list(records):
+        if kind == "persistent" and t >= since and port in counts:
+            counts[port] += 1
+    return max(counts, key=counts.get), counts
+
+def scenario(name, fall_behind, release, hold=3.0, settle=3.0):
+    t0 = time.monotonic()
+    time.sleep(2.0)   # sessions settle
+    target, warm = busiest_replica(t0)
+    with psycopg.connect(SU % target, autocommit=True) as su:
+        t_event = time.monotonic(); fall_behind(su); t_event_done = time.monotonic()
+        time.sleep(hold)
+        t_release = time.monotonic(); release(su); t_release_done = time.monotonic()
+        time.sleep(settle)
+    snap = list(records)
+    on = lambda kind, lo, hi: [t for k, t, p in snap if p == target and k == kind and lo <= t < hi]
+    def last_after(kind):
+        ts = on(kind, t_event_done, t_release)
+        return (max(ts) - t_event_done) if ts else None
+    def first_after(kind):
+        ts = on(kind, t_release_done, t_release_done + settle)
+        return (min(ts) - t_release_done) if ts else None
+    before = [p for k, t, p in snap if t0 <= t < t_event]
+    late = len(on("persistent", t_event_done + 1.0, t_release)) + len(on("new", t_event_done + 1.0, t_release))
+    last = [x for x in (last_after("persistent"), last_after("new")) if x is not None]
+    return dict(name=name, target=names[target], warm=warm,
+                share_before=sum(1 for p in before if p == target) / max(len(before), 1),
+                last=max(last) if last else None, last_p=last_after("persistent"), last_n=last_after("new"),
+                late=late, first_n=first_after("new"), first_p=first_after("persistent"),
+                call_ms=((t_event_done - t_event) * 1000, (t_release_done - t_release) * 1000))
+
+threads = [threading.Thread(target=writer)]
+threads += [threading.Thread(target=persistent_reader) for _ in range(PERSISTENT)]
+threads += [threading.Thread(target=reconnecting_reader) for _ in range(RECONNECTING)]
+for t in threads:
+    t.start()
+results = []
+try:
+    results.append(scenario("replay pause", pause, resume))
+    results.append(scenario("apply delay 1s", delay_on, delay_off))
+finally:
+    stop.set()
+    for t in threads:
+        t.join(timeout=15)
+    for port in (r1, r2):   # leave the replicas as they were, whatever happened
+        try:
+            with psycopg.connect(SU % port, autocommit=True) as su:
+                resume(su); delay_off(su)
+        except Exception as e:
+            errors.append(f"restoring {names[port]}: {e!r}")
+
+ms = lambda x: "never" if x is None else f"{x * 1000:.0f} ms"
+by_server = {}
+for k, t, p in records:
+    by_server[names.get(p, p)] = by_server.get(names.get(p, p), 0) + 1
+print(f"reads: {len(records)} ({sum(1 for r in records if r[0] == 'new')} on new sessions); by server: "
+      + ", ".join(f"{k}={v}" for k, v in sorted(by_server.items())))
+print(f"{'event':<16}{'replica':<10}{'share':>7}{'last read':>11}{'(persist.':>11}{'new)':>9}{'reads 1s+':>10}"
+      f"{'first new':>11}{'first pers.':>13}")
+for r in results:
+    print(f"{r['name']:<16}{r['target']:<10}{r['share_before']*100:>6.0f}%{ms(r['last']):>11}{ms(r['last_p']):>11}"
+          f"{ms(r['last_n']):>9}{r['late']:>10}{ms(r['first_n']):>11}{ms(r['first_p']):>13}")
+print("share = the replica's share of all reads in the 2 s before the event; last read = from the event "
+      "(the pause/ALTER call returning) to the start of the last read answered by that replica while it was "
+      "held back; reads 1s+ = reads it still answered 1 s or more after the event; first new/pers. = from the "
+      "release to the first read it answered on a new / a persistent session (sessions keep their replica "
+      "while it stays eligible, so persistent sessions that moved need not come back).")
+if errors:
+    print("ERRORS:")
+    for e in errors:
+        print("  " + e)
+    sys.exit(1)
+PY
+    LAG_OUT="$WORK_DIR/lag.txt"
+    lag_rc=0
+    timeout 120 "$PY" "$WORK_DIR/lag.py" "$PROXY_PORT" "$PRIMARY_PORT" "$R1_PORT" "$R2_PORT" >"$LAG_OUT" 2>&1 || lag_rc=$?
+    stop_causeway
+    {
+        echo
+        echo "## Part 2: lag reaction through causeway (max_lag_ms = $LAG_MAX_MS, monitor interval_ms = 100 default); 4 persistent + 2 reconnecting readers, writer on the primary every 5 ms"
+        cat "$LAG_OUT"
+    } | tee -a "$RESULTS"
+    [ "$lag_rc" = 0 ] || say "lag test failed (exit $lag_rc)"
+fi
+say "results: $RESULTS"
