@@ -2,7 +2,8 @@
 # Read/write routing, side by side: Causeway vs pgpool-II (streaming-replication mode, load
 # balancing on), both in front of the same sandbox cluster (a primary and 2 streaming replicas).
 #
-#  Part 1  pgbench -S through each proxy, alternating A/B/A/B. Per run: tps, proxy CPU time per
+#  Part 1  pgbench -S through each proxy, alternating A/B/A/B (plus, as a reference, the same load
+#          split straight over the two replicas: the ceiling of the machine). Per run: tps, proxy CPU time per
 #          transaction (the proxy's whole process tree: Causeway's threads; pgpool's parent and
 #          every child), and where the reads went (pg_stat_statements calls of the pgbench query
 #          on each node, reset before each run).
@@ -23,9 +24,10 @@
 # detach nodes), num_init_children = clients + 8, child_life_time 0.
 #
 #   bench/compare-routing.sh                       # 2 rounds of 20 s, 16 clients, 2 threads, scale 10
-#   ROUNDS=3 DURATION=30 CLIENTS=32 bench/compare-routing.sh
+#   ROUNDS=3 DURATION=30 CLIENTS=32 bench/compare-routing.sh    (WARMUP=5 s per proxy first, unrecorded)
 #   SKIP_LAG=1 bench/compare-routing.sh            # part 1 only;  SKIP_AB=1: part 2 only
 #   SKIP_BUILD=1 bench/compare-routing.sh          # use the existing .build/release/causeway
+#   DIRECT=0 bench/compare-routing.sh              # no third arm without a proxy (the machine's ceiling)
 #
 # Everything runs on 127.0.0.1; everything it starts (sandbox, proxies, pgpool, load) is stopped
 # on exit. Results: printed, and written to $OUT/routing-<date>.txt (OUT defaults to
@@ -38,6 +40,7 @@ DURATION="${DURATION:-20}"
 CLIENTS="${CLIENTS:-16}"
 THREADS="${THREADS:-2}"
 SCALE="${SCALE:-10}"
+WARMUP="${WARMUP:-5}"
 PGPOOL_PRIMARY_WEIGHT="${PGPOOL_PRIMARY_WEIGHT:-0}"
 LAG_MAX_MS="${LAG_MAX_MS:-200}"
 OUT="${OUT:-/tmp/causeway-bench-out}"
@@ -298,6 +301,29 @@ run_pgbench() {
         "$name" "$tps" "$txns" "${failed:-0}" "$cpu" "$p" "$r1" "$r2" | tee -a "$AB_LOG"
 }
 
+# Reference without a proxy: half the clients straight to each replica at once (the same split a
+# balancing proxy aims for). Shows the ceiling of this machine; no proxy CPU to report.
+run_direct() {
+    local half=$((CLIENTS / 2)) jobs=$(((THREADS + 1) / 2)) out1 out2 tps txns failed reads p r1 r2
+    reset_statements
+    out1="$WORK_DIR/direct1.txt"; out2="$WORK_DIR/direct2.txt"
+    PGPASSWORD=secret timeout $((DURATION + 60)) pgbench -n -S -c "$half" -j "$jobs" -T "$DURATION" "$(app_conn "$R1_PORT")" >"$out1" 2>&1 &
+    local pid1=$!
+    PGPASSWORD=secret timeout $((DURATION + 60)) pgbench -n -S -c "$((CLIENTS - half))" -j "$jobs" -T "$DURATION" "$(app_conn "$R2_PORT")" >"$out2" 2>&1 &
+    local pid2=$!
+    local rc=0
+    wait "$pid1" || rc=1
+    wait "$pid2" || rc=1
+    [ "$rc" = 0 ] || { say "direct pgbench failed:"; tail -5 "$out1" "$out2" >&2; exit 1; }
+    reads="$(node_reads)"
+    tps="$(cat "$out1" "$out2" | awk '/^tps/ {s += $3} END {printf "%.6f", s}')"
+    txns="$(cat "$out1" "$out2" | awk '/number of transactions actually processed/ {s += $6} END {print s}')"
+    failed="$(cat "$out1" "$out2" | awk '/number of failed transactions/ {s += $5} END {print s + 0}')"
+    read -r p r1 r2 <<<"$reads"
+    printf '%-9s tps=%-12s txns=%-9s failed=%-4s cpu_us_per_txn=%-7s reads_primary=%-8s reads_replica1=%-8s reads_replica2=%s\n' \
+        direct "$tps" "$txns" "$failed" 0 "$p" "$r1" "$r2" | tee -a "$AB_LOG"
+}
+
 # --- part 1: pgbench -S, Causeway vs pgpool-II ------------------------------------------------------
 AB_LOG="$WORK_DIR/ab.txt"; : >"$AB_LOG"
 MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/^Mem:/ {print $2}') GiB; clients, proxies and servers share them"
@@ -311,10 +337,33 @@ VERSIONS="$("$CAUSEWAY" --version 2>/dev/null | head -1); $("$PGPOOL" --version 
 if [ "${SKIP_AB:-0}" != 1 ]; then
     start_causeway "$SANDBOX_DIR/causeway.toml" "$OUT/causeway-routing-$STAMP.log"
     start_pgpool
+    # Both must really check the password with SCRAM: the first message after the startup packet
+    # is AuthenticationSASL (code 10), and a wrong password is refused.
+    for pair in "causeway:$PROXY_PORT" "pgpool:$POOL_PORT"; do
+        method="$(python3 - "${pair#*:}" <<'PY'
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+body = struct.pack("!I", 196608) + b"user\0app\0database\0app\0\0"
+s.sendall(struct.pack("!I", len(body) + 4) + body)
+head = s.recv(9)
+print({10: "scram-sha-256", 5: "md5", 3: "password", 0: "trust"}.get(struct.unpack("!I", head[5:9])[0], "other") if head[:1] == b"R" else "error")
+PY
+)"
+        [ "$method" = scram-sha-256 ] || { say "${pair%%:*} asks for $method, not SCRAM: the comparison would not be fair"; exit 1; }
+        if PGPASSWORD=wrong PGCONNECT_TIMEOUT=5 psql -X -At "host=127.0.0.1 port=${pair#*:} user=app dbname=app" -c 'SELECT 1' >/dev/null 2>&1; then
+            say "${pair%%:*} accepted a wrong password: its client authentication is not what this benchmark assumes"; exit 1
+        fi
+    done
     say "pgbench -S -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, $ROUNDS rounds, causeway (port $PROXY_PORT) / pgpool (port $POOL_PORT) alternating"
+    # Warm-up, not recorded: server caches, proxy connections, pgpool's relation cache.
+    for port in "$PROXY_PORT" "$POOL_PORT"; do
+        PGPASSWORD=secret timeout $((WARMUP + 60)) pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$WARMUP" "$(app_conn "$port")" >/dev/null 2>&1 \
+            || { say "warm-up pgbench through port $port failed"; exit 1; }
+    done
     for _ in $(seq "$ROUNDS"); do
         run_pgbench causeway "$PROXY_PORT" "$CAUSEWAY_PID"
         run_pgbench pgpool "$POOL_PORT" "$POOL_PID"
+        if [ "${DIRECT:-1}" = 1 ]; then run_direct; fi
     done
     stop_pgpool
     stop_causeway
@@ -343,6 +392,9 @@ c, g = summary("causeway"), summary("pgpool")
 print()
 print(f"{'':24}{'causeway':>12}{'pgpool':>12}{'ratio':>10}")
 print(f"{'mean tps':24}{c[0]:>12.0f}{g[0]:>12.0f}{c[0]/g[0]:>10.2f}   (causeway/pgpool, target >= 2)")
+if "direct" in rows:
+    d = summary("direct")
+    print(f"{'  share of direct tps':24}{c[0]/d[0]*100:>11.0f}%{g[0]/d[0]*100:>11.0f}%   (no proxy, clients split over the replicas: {d[0]:.0f} tps)")
 print(f"{'proxy cpu us per txn':24}{c[1]:>12.2f}{g[1]:>12.2f}{c[1]/g[1]:>10.2f}   (causeway/pgpool)")
 print(f"{'reads on replicas':24}{c[2]*100:>11.1f}%{g[2]*100:>11.1f}%")
 print(f"{'  primary/r1/r2 split':24}{'%.0f/%.0f/%.0f%%' % (c[3]*100, c[4]*100, c[5]*100):>12}{'%.0f/%.0f/%.0f%%' % (g[3]*100, g[4]*100, g[5]*100):>12}")
@@ -365,7 +417,8 @@ if [ "${SKIP_LAG:-0}" != 1 ]; then
 import sys, threading, time
 import psycopg
 
-proxy, primary, r1, r2 = (int(x) for x in sys.argv[1:5])
+import re, urllib.request
+proxy, primary, r1, r2, metrics_port = (int(x) for x in sys.argv[1:6])
 APP = "host=127.0.0.1 user=app password=secret dbname=app connect_timeout=5 port=%d"
 SU = "host=127.0.0.1 user=postgres password=postgres dbname=app connect_timeout=5 port=%d"
 PERSISTENT, RECONNECTING = 4, 2
@@ -406,6 +459,34 @@ def writer():
     except Exception as e:
         errors.append(f"writer: {e!r}")
 
+samples = []  # (t, {metric{labels}: value}) from the proxy's /metrics, when it has one
+def metrics_poller():
+    pattern = re.compile(r'^(causeway_backend_lag_seconds|causeway_routing_decisions_total)\{([^}]*)\} (\S+)$', re.M)
+    while not stop.is_set():
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1).read().decode()
+            samples.append((time.monotonic(), {f"{m}{{{l}}}": float(v) for m, l, v in pattern.findall(text)}))
+        except Exception:
+            if not samples:
+                return   # no metrics endpoint: nothing to explain fallbacks with
+        time.sleep(0.02)
+
+def explain(t_from, t_to):
+    """Routing decisions by reason, and the highest lag the proxy reported, between two times."""
+    inside = [v for t, v in samples if t_from <= t <= t_to]
+    if len(inside) < 2:
+        return ""
+    first, last = inside[0], inside[-1]
+    reasons = {k.split('"')[1]: last[k] - first.get(k, 0) for k in last if k.startswith("causeway_routing_decisions_total")}
+    lag = {}
+    for v in inside:
+        for k, x in v.items():
+            if k.startswith("causeway_backend_lag_seconds") and "replica" in k:
+                name = k.split('"')[1]
+                lag[name] = max(lag.get(name, 0), x)
+    return ("decisions " + ", ".join(f"{k}={v:.0f}" for k, v in reasons.items() if v) + "; max lag seen "
+            + ", ".join(f"{k}={v * 1000:.0f} ms" for k, v in sorted(lag.items())))
+
 def pause(su): su.execute("SELECT pg_wal_replay_pause()")
 def resume(su): su.execute("SELECT pg_wal_replay_resume()")
 def delay_on(su):
@@ -442,13 +523,15 @@ def scenario(name, fall_behind, release, hold=3.0, settle=3.0):
     before = [p for k, t, p in snap if t0 <= t < t_event]
     late = len(on("persistent", t_event_done + 1.0, t_release)) + len(on("new", t_event_done + 1.0, t_release))
     last = [x for x in (last_after("persistent"), last_after("new")) if x is not None]
+    on_primary = sorted(t - t_event_done for k, t, p in snap if p == primary and t0 <= t < t_release_done + settle)
     return dict(name=name, target=names[target], warm=warm,
                 share_before=sum(1 for p in before if p == target) / max(len(before), 1),
                 last=max(last) if last else None, last_p=last_after("persistent"), last_n=last_after("new"),
                 late=late, first_n=first_after("new"), first_p=first_after("persistent"),
-                call_ms=((t_event_done - t_event) * 1000, (t_release_done - t_release) * 1000))
+                on_primary=on_primary, release_at=t_release_done - t_event_done,
+                why=explain(t0, t_release_done + settle))
 
-threads = [threading.Thread(target=writer)]
+threads = [threading.Thread(target=writer), threading.Thread(target=metrics_poller)]
 threads += [threading.Thread(target=persistent_reader) for _ in range(PERSISTENT)]
 threads += [threading.Thread(target=reconnecting_reader) for _ in range(RECONNECTING)]
 for t in threads:
@@ -479,6 +562,11 @@ print(f"{'event':<16}{'replica':<10}{'share':>7}{'last read':>11}{'(persist.':>1
 for r in results:
     print(f"{r['name']:<16}{r['target']:<10}{r['share_before']*100:>6.0f}%{ms(r['last']):>11}{ms(r['last_p']):>11}"
           f"{ms(r['last_n']):>9}{r['late']:>10}{ms(r['first_n']):>11}{ms(r['first_p']):>13}")
+    if r["on_primary"]:
+        print(f"  {len(r['on_primary'])} read(s) fell back to the primary, at (ms from the event; release at "
+              f"{r['release_at'] * 1000:.0f}): " + ", ".join(f"{x * 1000:.0f}" for x in r["on_primary"][:20]))
+    if r["why"]:
+        print(f"  proxy metrics over the scenario: {r['why']}")
 print("share = the replica's share of all reads in the 2 s before the event; last read = from the event "
       "(the pause/ALTER call returning) to the start of the last read answered by that replica while it was "
       "held back; reads 1s+ = reads it still answered 1 s or more after the event; first new/pers. = from the "
@@ -492,7 +580,7 @@ if errors:
 PY
     LAG_OUT="$WORK_DIR/lag.txt"
     lag_rc=0
-    timeout 120 "$PY" "$WORK_DIR/lag.py" "$PROXY_PORT" "$PRIMARY_PORT" "$R1_PORT" "$R2_PORT" >"$LAG_OUT" 2>&1 || lag_rc=$?
+    timeout 120 "$PY" "$WORK_DIR/lag.py" "$PROXY_PORT" "$PRIMARY_PORT" "$R1_PORT" "$R2_PORT" "$METRICS_PORT" >"$LAG_OUT" 2>&1 || lag_rc=$?
     stop_causeway
     {
         echo

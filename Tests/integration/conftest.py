@@ -802,14 +802,15 @@ def reset_statement_stats(cluster: Cluster):
 
 
 def statement_calls(cluster: Cluster, like: str, user: str = "app") -> dict[int, int]:
-    """Per server port: how many times statements whose text matches `like` (an SQL LIKE pattern)
-    ran there as `user`, from pg_stat_statements read directly on each server."""
+    """Per server port: how many times statements whose text matches `like` (an SQL ILIKE pattern;
+    pg_stat_statements shows constants as $n) ran there as `user`, from pg_stat_statements read
+    directly on each server."""
     calls: dict[int, int] = {}
     for port in cluster.server_ports:
         with cluster.superuser(dbname="app", port=port) as conn:
             calls[port] = int(conn.execute(
                 "select coalesce(sum(s.calls), 0) from pg_stat_statements s join pg_roles r on r.oid = s.userid"
-                " where r.rolname = %s and s.query like %s", (user, like)).fetchone()[0])
+                " where r.rolname = %s and s.query ilike %s", (user, like)).fetchone()[0])
     return calls
 
 

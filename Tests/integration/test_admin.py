@@ -212,3 +212,32 @@ def test_a_write_paused_past_its_timeout_gets_a_clear_error(make_proxy, table):
             assert conn.execute("SELECT 1").fetchone() == (1,), "the session stays usable"
     finally:
         admin(proxy, "RESUME")
+
+
+def test_kill_disconnects_one_client_and_rolls_back_its_transaction(make_proxy, table, cluster):
+    proxy = make_proxy()
+    victim = proxy.connect(autocommit=False, application_name="kill-me")
+    bystander = proxy.connect()
+    try:
+        victim.execute(f"INSERT INTO {table} (id, t) VALUES (7, 'uncommitted')")
+        rows, _ = admin(proxy, "SHOW CLIENTS")
+        ids = [row[0] for row in rows if row[1] == "app"]
+        assert len(ids) == 2
+        # The victim is the older of the two app sessions.
+        admin(proxy, f"KILL {min(ids, key=int)}")
+        with pytest.raises(psycopg.OperationalError):
+            wait_until(lambda: victim.execute("SELECT 1") and False, timeout=5, message="victim disconnected")
+        assert bystander.execute("SELECT 1").fetchone() == (1,)
+        with cluster.superuser(dbname="app") as conn:
+            wait_until(lambda: conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kill-me'")
+                       .fetchone()[0] == 0, timeout=5, message="server backend gone")
+            assert conn.execute(f"SELECT count(*) FROM {table} WHERE id = 7").fetchone()[0] == 0
+    finally:
+        victim.close()
+        bystander.close()
+
+
+def test_kill_of_an_unknown_client_is_an_error(proxy):
+    _, result = admin(proxy, "KILL 999999", check=False)
+    assert result.returncode != 0
+    assert "no client with id 999999" in result.stderr

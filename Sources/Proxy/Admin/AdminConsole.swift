@@ -29,6 +29,7 @@ struct AdminConsole {
         ("UNDRAIN <backend>", "let a drained replica take reads again"),
         ("PAUSE [<seconds>]", "hold new write transactions (reads go on), e.g. during a switchover; a write waits at most <seconds> (default 30)"),
         ("RESUME", "release the writes held by PAUSE, in order"),
+        ("KILL <client id>", "disconnect one client (ids from SHOW CLIENTS); its open transaction rolls back"),
         ("SHUTDOWN", "stop gracefully: sessions finish their transactions first"),
     ]
 
@@ -58,6 +59,13 @@ struct AdminConsole {
             }
             runtime.pause(seconds: seconds)
             return .done(tag: "PAUSE")
+        case ("KILL", _):
+            guard words.count == 2, let id = Int32(words[1]) else { return .error(usage("KILL <client id>")) }
+            guard runtime.kill(client: id) else {
+                return .error(ErrorFields(severity: .error, sqlState: "42704", message: "no client with id \(id)",
+                                          hint: "SHOW CLIENTS lists the connected clients."))
+            }
+            return .done(tag: "KILL")
         case ("RESUME", _):
             runtime.resume()
             return .done(tag: "RESUME")

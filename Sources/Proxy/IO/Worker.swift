@@ -3,6 +3,7 @@ import CShims
 import Foundation
 import Router
 import Synchronization
+import Wire
 
 /// Cross-thread handle on a worker: the only part of it another thread may touch.
 final class WorkerControl: @unchecked Sendable {
@@ -145,6 +146,13 @@ final class Worker {
 
     /// Every 100 ms: sessions let go of server connections to draining backends.
     fileprivate func maintain() {
+        if runtime.killPending.load(ordering: .relaxed) {
+            for session in Array(sessions.values) where runtime.takeKillRequest(session.id) {
+                log.info("client_killed", ["session": session.id])
+                session.sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
+                                              message: "terminating connection due to administrator command (KILL)"))
+            }
+        }
         let topology = self.topology
         guard topology.backends.contains(where: { $0.draining }) else { return }
         for session in Array(sessions.values) { session.releaseDrainingLinks(topology) }

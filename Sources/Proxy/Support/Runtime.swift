@@ -166,6 +166,27 @@ public final class ProxyRuntime: Sendable {
         Log(component: "admin", minimumLevel: logLevel).info("resume")
     }
 
+    /// Sessions an operator asked to end (KILL), picked up by their worker's next tick.
+    private let killRequests = Mutex<Set<Int32>>([])
+    let killPending = Atomic<Bool>(false)
+
+    /// Returns false when no such client is connected.
+    func kill(client id: Int32) -> Bool {
+        guard stats.clientList().contains(where: { $0.id == id }) else { return false }
+        killRequests.withLock { _ = $0.insert(id) }
+        killPending.store(true, ordering: .relaxed)
+        return true
+    }
+
+    /// Takes the kill request for `id`, if there is one.
+    func takeKillRequest(_ id: Int32) -> Bool {
+        killRequests.withLock { requests in
+            let found = requests.remove(id) != nil
+            if requests.isEmpty { killPending.store(false, ordering: .relaxed) }
+            return found
+        }
+    }
+
     /// DRAIN deadlines by backend index (monotonic nanoseconds).
     private let drainDeadlines = Mutex<[Int: UInt64]>([:])
 
