@@ -425,7 +425,7 @@ PERSISTENT, RECONNECTING = 4, 2
 names = {primary: "primary", r1: "replica1", r2: "replica2"}
 
 stop = threading.Event()
-records = []   # (kind, start, port); list.append is atomic under the GIL
+records = []   # (kind, start, port, end); list.append is atomic under the GIL
 errors = []
 
 def persistent_reader():
@@ -434,7 +434,7 @@ def persistent_reader():
             while not stop.is_set():
                 t0 = time.monotonic()
                 port = c.execute("SELECT inet_server_port()").fetchone()[0]
-                records.append(("persistent", t0, port))
+                records.append(("persistent", t0, port, time.monotonic()))
                 time.sleep(0.002)
     except Exception as e:  # reported, never hidden
         errors.append(f"persistent reader: {e!r}")
@@ -445,7 +445,7 @@ def reconnecting_reader():
             with psycopg.connect(APP % proxy, autocommit=True) as c:
                 t0 = time.monotonic()
                 port = c.execute("SELECT inet_server_port()").fetchone()[0]
-                records.append(("new", t0, port))
+                records.append(("new", t0, port, time.monotonic()))
     except Exception as e:
         errors.append(f"reconnecting reader: {e!r}")
 
@@ -498,7 +498,7 @@ def delay_off(su):
 
 def busiest_replica(since):
     counts = {r1: 0, r2: 0}
-    for kind, t, port in list(records):
+    for kind, t, port, _ in list(records):
         if kind == "persistent" and t >= since and port in counts:
             counts[port] += 1
     return max(counts, key=counts.get), counts
@@ -513,17 +513,19 @@ def scenario(name, fall_behind, release, hold=3.0, settle=3.0):
         t_release = time.monotonic(); release(su); t_release_done = time.monotonic()
         time.sleep(settle)
     snap = list(records)
-    on = lambda kind, lo, hi: [t for k, t, p in snap if p == target and k == kind and lo <= t < hi]
+    on = lambda kind, lo, hi: [t for k, t, p, e in snap if p == target and k == kind and lo <= t < hi]
+    # Held back: reads that began after the event and were answered before the release began.
+    held = lambda kind: [t for k, t, p, e in snap if p == target and k == kind and t >= t_event_done and e < t_release]
     def last_after(kind):
-        ts = on(kind, t_event_done, t_release)
+        ts = held(kind)
         return (max(ts) - t_event_done) if ts else None
     def first_after(kind):
         ts = on(kind, t_release_done, t_release_done + settle)
         return (min(ts) - t_release_done) if ts else None
-    before = [p for k, t, p in snap if t0 <= t < t_event]
-    late = len(on("persistent", t_event_done + 1.0, t_release)) + len(on("new", t_event_done + 1.0, t_release))
+    before = [p for k, t, p, e in snap if t0 <= t < t_event]
+    late = sum(1 for k in ("persistent", "new") for t in held(k) if t >= t_event_done + 1.0)
     last = [x for x in (last_after("persistent"), last_after("new")) if x is not None]
-    on_primary = sorted(t - t_event_done for k, t, p in snap if p == primary and t0 <= t < t_release_done + settle)
+    on_primary = sorted(t - t_event_done for k, t, p, e in snap if p == primary and t0 <= t < t_release_done + settle)
     return dict(name=name, target=names[target], warm=warm,
                 share_before=sum(1 for p in before if p == target) / max(len(before), 1),
                 last=max(last) if last else None, last_p=last_after("persistent"), last_n=last_after("new"),
@@ -553,7 +555,7 @@ finally:
 
 ms = lambda x: "never" if x is None else f"{x * 1000:.0f} ms"
 by_server = {}
-for k, t, p in records:
+for k, t, p, e in records:
     by_server[names.get(p, p)] = by_server.get(names.get(p, p), 0) + 1
 print(f"reads: {len(records)} ({sum(1 for r in records if r[0] == 'new')} on new sessions); by server: "
       + ", ".join(f"{k}={v}" for k, v in sorted(by_server.items())))
@@ -569,7 +571,8 @@ for r in results:
         print(f"  proxy metrics over the scenario: {r['why']}")
 print("share = the replica's share of all reads in the 2 s before the event; last read = from the event "
       "(the pause/ALTER call returning) to the start of the last read answered by that replica while it was "
-      "held back; reads 1s+ = reads it still answered 1 s or more after the event; first new/pers. = from the "
+      "held back (begun after the event, answered before the release call began); reads 1s+ = such reads begun "
+      "1 s or more after the event; first new/pers. = from the "
       "release to the first read it answered on a new / a persistent session (sessions keep their replica "
       "while it stays eligible, so persistent sessions that moved need not come back).")
 if errors:
