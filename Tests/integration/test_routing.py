@@ -170,11 +170,6 @@ def test_hints_and_session_route(cluster, proxy, table, superuser):
     assert superuser.execute(f"select array_agg(id order by id) from {table}").fetchone()[0] == [4, 5]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proxy bug: in session consistency, a read forced to replicas (/* causeway: replica */ or "
-    "SET causeway.route = replica) right after a write goes to the PRIMARY: the forced fallback in "
-    "Router.read ignores the sticky replica (the session's own load counts against it), picks the "
-    "other replica, and the session's monotonic-move guard then substitutes the primary"))
 def test_replica_hint_right_after_a_write_still_reads_from_a_replica(cluster, make_proxy, table):
     proxy = make_proxy(workers=1)
     replicas = set(cluster.replica_ports)
@@ -223,10 +218,6 @@ def test_pins_keep_the_session_on_the_primary_until_released(cluster, proxy, kin
         wait_for_replica_read(conn, cluster)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proxy bug: a pin-releasing statement that the client prepares (psycopg prepare=True or its "
-    "automatic preparation: Parse+Sync first, then Bind/Execute) is run on a replica, not on the "
-    "primary that holds the cursor / SQL prepared statement, so it releases nothing there"))
 @pytest.mark.parametrize("kind", ["with hold cursor", "sql prepare"])
 def test_pin_release_prepared_by_the_client_runs_where_the_pin_lives(cluster, proxy, kind):
     setup, release = PINS[kind]

@@ -14,6 +14,11 @@ struct ResultSet {
     }
 
     func encode(into writer: inout ByteWriter) {
+        encodeDescription(into: &writer)
+        encodeRows(into: &writer)
+    }
+
+    func encodeDescription(into writer: inout ByteWriter) {
         var description = ByteWriter()
         description.writeInt16(Int16(columns.count))
         for column in columns {
@@ -26,6 +31,10 @@ struct ResultSet {
             description.writeInt16(0) // text format
         }
         BackendMessage.rowDescription(description.bytes).encode(into: &writer)
+    }
+
+    /// DataRows and CommandComplete (after a Describe already sent the RowDescription).
+    func encodeRows(into writer: inout ByteWriter) {
         for row in rows {
             var data = ByteWriter()
             data.writeInt16(Int16(row.count))

@@ -60,6 +60,7 @@ extension ClientSession {
             var unit = RequestUnit()
             unit.append(type, body)
             unit.end = .query
+            unit.executes = true
             unit.queryText = text
             unit.classification = classify(text)
             if unit.classification?.isWrite == true { unit.mayStartCopy = Self.mentionsCopy(text) }
@@ -103,6 +104,7 @@ extension ClientSession {
             }
             pendingUnit.append(type, body)
         case FrontendMessage.TypeByte.execute:
+            pendingUnit.executes = true
             pendingUnit.append(type, body)
         case FrontendMessage.TypeByte.flush, FrontendMessage.TypeByte.sync:
             pendingUnit.append(type, body)
@@ -115,6 +117,7 @@ extension ClientSession {
             var unit = RequestUnit()
             unit.append(type, body)
             unit.end = .functionCall
+            unit.executes = true
             // A function call by OID can do anything: treat it as a write.
             unit.classification = classify("SELECT causeway_function_call()")
             unit.forcePrimary = true
@@ -178,6 +181,14 @@ extension ClientSession {
                 return
             }
             for message in reply { client.write(message) }
+            return
+        }
+        if unit.usesCausewayCommand && unit.end != .query && boundLink == nil {
+            guard inFlight.isEmpty else {
+                block(unit)
+                return
+            }
+            answerCausewayBatch(unit)
             return
         }
         if let command = unit.classification?.causewayCommand, unit.end == .query {
@@ -305,7 +316,8 @@ extension ClientSession {
         routing.pin = pins.first
         var decision = Router.route(classification, session: routing, topology: topology,
                                     policy: worker.runtime.policy, load: worker.replicaLoad)
-        if routing.consistency == .session, let last = lastReplicaRead, let target = decision.target,
+        let forcedToReplica = (classification.hint ?? routing.hint) == .replica
+        if routing.consistency == .session, !forcedToReplica, let last = lastReplicaRead, let target = decision.target,
            target != last.index, !decision.isPrimary, decision.error == nil {
             // Moving to another replica: it must have replayed at least what this session saw on
             // the last one. A snapshot taken after that read bounds it: the old replica's replay
@@ -370,7 +382,7 @@ extension ClientSession {
             link.preparedStatements.insert(name)
         }
         if injectedParses > 0 { link.expectInternal(.injectedCompletions(count: injectedParses)) }
-        var capture = needsLSNCapture(unit, on: link)
+        var capture = needsLSNCapture(unit, on: link, reason: reason)
         if capture && unit.mayStartCopy {
             // A COPY FROM STDIN puts the server in copy mode: a query behind it would be read as
             // stray input. Capture once the unit's ReadyForQuery is back instead.
@@ -410,7 +422,7 @@ extension ClientSession {
             }
         }
         if unit.end == .query { link.preparedStatements.remove("") }
-        if let classification = unit.classification {
+        if unit.executes, let classification = unit.classification {
             if classification.pinChanges.contains(where: { if case .unpin(.discardAll) = $0 { return true }; if case .unpin(.deallocateAll) = $0 { return true }; return false }) {
                 link.preparedStatements.removeAll()
             }
@@ -419,10 +431,16 @@ extension ClientSession {
 
         if unit.readies > 0 {
             var record = UnitRecord(endsWithRollback: unit.classification?.transaction == .rollback,
-                                    settingsInUnit: unit.classification?.sessionCommands ?? [],
+                                    settingsInUnit: unit.executes ? unit.classification?.sessionCommands ?? [] : [],
                                     readies: unit.readies)
             let onReplica = link.backendIndex != currentPrimaryIndex()
-            if onReplica && inFlight.isEmpty && transactionStatus == .idle && boundLink == nil
+            if capture && worker.runtime.config.routing.reportLSN && inFlight.isEmpty && holdingLink == nil {
+                // The token must be readable when the commit returns: hold the responses until
+                // the LSN is in, then send the ParameterStatus just before ReadyForQuery.
+                record.holdForToken = true
+                holdingLink = link.backendIndex
+                held.removeAll(keepingCapacity: true)
+            } else if onReplica && inFlight.isEmpty && transactionStatus == .idle && boundLink == nil
                 && unit.end != .flush && !(unit.classification?.leavesTransactionOpen ?? false) {
                 record.retryUnit = unit
                 holdingLink = link.backendIndex
@@ -479,7 +497,7 @@ extension ClientSession {
     /// Whether this unit may end a transaction that wrote, so its commit LSN must be captured.
     /// Only units that end outside a transaction qualify: inside one, the LSN would precede the
     /// commit.
-    private func needsLSNCapture(_ unit: RequestUnit, on link: ServerLink) -> Bool {
+    private func needsLSNCapture(_ unit: RequestUnit, on link: ServerLink, reason: RouteReason) -> Bool {
         guard unit.readies > 0, link.backendIndex == currentPrimaryIndex() || link.backendIndex == primaryIndex else {
             return false
         }
@@ -490,7 +508,11 @@ extension ClientSession {
                 if writes { transactionWrote = true }
                 return false
             }
-            return writes
+            // A read that fell back to (or was sent to) the primary saw the primary's present;
+            // a later replica read must not show less (monotonic reads).
+            let readOnPrimary = unit.executes && routing.consistency == .session && pins.isEmpty
+                && reason != .write && reason != .pinned && reason != .strong && reason != .noReplica
+            return writes || readOnPrimary
         }
         if writes { transactionWrote = true }
         switch classification?.transaction {
@@ -532,8 +554,90 @@ extension ClientSession {
 
     // MARK: - Intercepted causeway commands
 
+    /// `SET causeway.*` / `SHOW causeway.*` sent with Parse/Bind/Execute (JDBC, asyncpg, psycopg
+    /// once it prepares): answered here, message by message, as a server would; these statements
+    /// never reach a server.
+    private func answerCausewayBatch(_ unit: RequestUnit) {
+        for (name, statement) in unit.parses { statements[name] = statement }
+        var framer = MessageFramer(maximumLength: 1 << 30)
+        framer.append(unit.bytes)
+        var writer = ByteWriter()
+        var portals: [String: String] = [:]
+        var failed = false
+        func command(of statement: String) -> CausewayCommand? {
+            statements[statement]?.classification.causewayCommand
+        }
+        func describe(_ command: CausewayCommand?) {
+            if case let .show(setting)? = command {
+                ResultSet(columns: ["causeway.\(setting.rawValue)"], rows: []).encodeDescription(into: &writer)
+            } else {
+                BackendMessage.noData.encode(into: &writer)
+            }
+        }
+        while let (type, body) = try? framer.nextTyped() {
+            var reader = ByteReader(body, messageType: type)
+            if failed && type != FrontendMessage.TypeByte.sync { continue }
+            switch type {
+            case FrontendMessage.TypeByte.parse:
+                if let name = try? reader.readCString(), command(of: name) == nil {
+                    BackendMessage.errorResponse(ErrorFields(
+                        severity: .error, sqlState: SQLState.featureNotSupported,
+                        message: "causeway.* commands cannot share an extended-protocol batch with other statements",
+                        hint: "Send SET/SHOW causeway.* in a batch of its own.")).encode(into: &writer)
+                    failed = true
+                } else {
+                    BackendMessage.parseComplete.encode(into: &writer)
+                }
+            case FrontendMessage.TypeByte.bind:
+                let portal = (try? reader.readCString()) ?? ""
+                portals[portal] = (try? reader.readCString()) ?? ""
+                BackendMessage.bindComplete.encode(into: &writer)
+            case FrontendMessage.TypeByte.describe:
+                let kind = try? reader.readUInt8()
+                let name = (try? reader.readCString()) ?? ""
+                if kind == FrontendMessage.ObjectKind.statement.rawValue {
+                    BackendMessage.parameterDescription([]).encode(into: &writer)
+                    describe(command(of: name))
+                } else {
+                    describe(command(of: portals[name] ?? ""))
+                }
+            case FrontendMessage.TypeByte.execute:
+                let portal = (try? reader.readCString()) ?? ""
+                guard let command = command(of: portals[portal] ?? "") else {
+                    BackendMessage.errorResponse(ErrorFields(severity: .error, sqlState: "34000",
+                                                             message: "portal \"\(portal)\" does not exist")).encode(into: &writer)
+                    failed = true
+                    continue
+                }
+                var reply = ByteWriter()
+                applyCausewayCommand(command, into: &reply, withDescription: false)
+                writer.writeBytes(reply.bytes)
+                if case .invalid = command { failed = true }
+            case FrontendMessage.TypeByte.close:
+                _ = try? reader.readUInt8()
+                let name = (try? reader.readCString()) ?? ""
+                statements.removeValue(forKey: name)
+                BackendMessage.closeComplete.encode(into: &writer)
+            case FrontendMessage.TypeByte.sync:
+                BackendMessage.readyForQuery(transactionStatus).encode(into: &writer)
+                failed = false
+            default:
+                break
+            }
+        }
+        client.write(writer.bytes)
+    }
+
     private func answerCausewayCommand(_ command: CausewayCommand) {
         var writer = ByteWriter()
+        applyCausewayCommand(command, into: &writer, withDescription: true)
+        BackendMessage.readyForQuery(transactionStatus).encode(into: &writer)
+        client.write(writer.bytes)
+    }
+
+    /// Carries out one `causeway.*` command and encodes its result (for SHOW, the row; with its
+    /// RowDescription in the simple protocol, where no Describe came first).
+    private func applyCausewayCommand(_ command: CausewayCommand, into writer: inout ByteWriter, withDescription: Bool) {
         switch command {
         case let .setRoute(hint):
             routing.hint = hint
@@ -566,13 +670,15 @@ extension ClientSession {
             case .consistency: value = routing.consistency.rawValue
             case .minLSN, .lsn: value = currentToken()
             }
-            encodeSingleValue(name: "causeway.\(setting.rawValue)", value: value, into: &writer)
-            BackendMessage.commandComplete("SHOW").encode(into: &writer)
+            let result = ResultSet(columns: ["causeway.\(setting.rawValue)"], rows: [[value]])
+            if withDescription {
+                result.encode(into: &writer)
+            } else {
+                result.encodeRows(into: &writer)
+            }
         case let .invalid(sqlState, message):
             BackendMessage.errorResponse(ErrorFields(severity: .error, sqlState: sqlState, message: message)).encode(into: &writer)
         }
-        BackendMessage.readyForQuery(transactionStatus).encode(into: &writer)
-        client.write(writer.bytes)
     }
 
     /// The session's floor as a token other connections can present; a bare LSN while the
@@ -605,24 +711,6 @@ extension ClientSession {
         return nil
     }
 
-    private func encodeSingleValue(name: String, value: String, into writer: inout ByteWriter) {
-        var description = ByteWriter()
-        description.writeInt16(1)
-        description.writeCString(name)
-        description.writeInt32(0) // table OID
-        description.writeInt16(0) // column number
-        description.writeInt32(25) // text
-        description.writeInt16(-1)
-        description.writeInt32(-1)
-        description.writeInt16(0)
-        BackendMessage.rowDescription(description.bytes).encode(into: &writer)
-        var row = ByteWriter()
-        row.writeInt16(1)
-        let utf8 = Array(value.utf8)
-        row.writeInt32(Int32(utf8.count))
-        row.writeBytes(utf8)
-        BackendMessage.dataRow(row.bytes).encode(into: &writer)
-    }
 }
 
 enum WireErrorText {

@@ -33,6 +33,17 @@ extension ClientSession: ServerLinkDelegate {
             resend(unit)
             return
         }
+        if lsnCapturePending && (index == primaryIndex || index == currentPrimaryIndex()) {
+            // The commit's LSN will not come: stay conservative with the primary's last known
+            // position, and let the session go on.
+            lsnCapturePending = false
+            if let known = worker.topology.primary?.currentLSN { routing.floor = max(routing.floor ?? known, known) }
+            if heldReadyEnd > 0 {
+                heldReadyEnd = 0
+                holdingLink = nil
+                flushHeld()
+            }
+        }
         let hadWork = inFlight.contains { $0.link == index }
         let heldState = index == primaryIndex && (!pins.isEmpty || transactionStatus != .idle)
         if hadWork || (routing.transactionBackend == index && transactionStatus != .idle) || heldState {
@@ -151,7 +162,10 @@ extension ClientSession: ServerLinkDelegate {
             return
         }
         let record = inFlight.remove(at: position).unit
-        if holdingLink == link.backendIndex {
+        if holdingLink == link.backendIndex && record.holdForToken && lsnCapturePending {
+            // Keep holding: the token goes in front of this ReadyForQuery once it arrives.
+            heldReadyEnd = held.count
+        } else if holdingLink == link.backendIndex {
             holdingLink = nil
             if record.retryElsewhere, let unit = record.retryUnit {
                 // The replica refused a read it should have accepted (read-only, recovery
@@ -218,7 +232,7 @@ extension ClientSession: ServerLinkDelegate {
         flushHeld()
     }
 
-    private func flushHeld() {
+    func flushHeld() {
         guard !held.isEmpty else { return }
         client.write(held)
         held.removeAll(keepingCapacity: true)
@@ -243,8 +257,18 @@ extension ClientSession: ServerLinkDelegate {
             capturedLSN = nil
             routing.floor = max(routing.floor ?? lsn, lsn)
             if worker.runtime.config.routing.reportLSN {
-                client.write(BackendMessage.parameterStatus(name: "causeway.lsn", value: currentToken()).encoded())
+                let status = BackendMessage.parameterStatus(name: "causeway.lsn", value: currentToken()).encoded()
+                if heldReadyEnd >= 6 && heldReadyEnd <= held.count {
+                    held.insert(contentsOf: status, at: heldReadyEnd - 6)
+                } else {
+                    client.write(status)
+                }
             }
+        }
+        if heldReadyEnd > 0 {
+            heldReadyEnd = 0
+            holdingLink = nil
+            flushHeld()
         }
         retryBlocked()
         checkShutdown()

@@ -82,7 +82,12 @@ final class ClientSession: StreamDelegate {
         /// recovery conflict) or dies before anything reached the client, it is re-run elsewhere.
         var retryUnit: RequestUnit?
         var retryElsewhere = false
+        /// report_lsn: hold this unit's ReadyForQuery until the commit's token can go before it.
+        var holdForToken = false
     }
+
+    /// Where the held ReadyForQuery ends, while waiting for the token to report before it.
+    var heldReadyEnd = 0
 
     /// A commit's LSN is being fetched; reads wait for it so they are routed with the new floor.
     var lsnCapturePending = false

@@ -59,6 +59,11 @@ struct RequestUnit {
     var forcePrimary = false
     /// May start a COPY (nothing may be pipelined behind it).
     var mayStartCopy = false
+    /// Runs something (Query, Execute, FunctionCall) rather than only preparing or describing:
+    /// only then do its pins and settings take effect.
+    var executes = false
+    /// Uses a `causeway.*` command through the extended protocol (answered by the proxy).
+    var usesCausewayCommand = false
     /// Answered by the proxy itself, in order with the server responses before it.
     var localReply: [[UInt8]]?
 
@@ -79,6 +84,7 @@ struct RequestUnit {
 
     /// Folds a statement's classification in: the unit is as demanding as its most demanding part.
     mutating func merge(_ other: Classification) {
+        if other.causewayCommand != nil { usesCausewayCommand = true }
         guard let current = classification else {
             classification = other
             return
