@@ -98,6 +98,9 @@ stop_causeway() {
     CAUSEWAY_PID=""
 }
 stop_pgpool() {
+    if [ -z "$POOL_PID" ] && [ -n "$POOL_DIR" ] && [ -s "$POOL_DIR/pgpool.pid" ]; then
+        POOL_PID="$(tr -dc 0-9 <"$POOL_DIR/pgpool.pid")"
+    fi
     if [ -n "$POOL_DIR" ] && [ -f "$POOL_DIR/pgpool.conf" ] && [ -n "$POOL_PID" ]; then
         timeout 20 "${RUN_AS[@]}" "$PGPOOL" -f "$POOL_DIR/pgpool.conf" -m fast stop >/dev/null 2>&1 || true
         wait_gone "$POOL_PID" 10 || kill -KILL "$POOL_PID" 2>/dev/null || true
@@ -108,9 +111,29 @@ stop_pgpool() {
     fi
     POOL_PID=""; POOL_WRAPPER_PID=""
 }
+# Long-running children run in the background and are waited for, so a signal's trap runs at once
+# (bash defers traps while a foreground command runs); cleanup stops the ones still running.
+RUNNING=()
+run_waited() {  # outfile command...: exit status of the command
+    local out="$1" pid rc=0
+    shift
+    "$@" >"$out" 2>&1 &
+    pid=$!
+    RUNNING+=("$pid")
+    wait "$pid" || rc=$?
+    forget "$pid"
+    return "$rc"
+}
+forget() {  # pid: no longer running
+    local kept=() p
+    for p in "${RUNNING[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
+    RUNNING=("${kept[@]}")
+}
 cleanup() {
-    local rc=$?
+    local rc=$? pid
     trap - EXIT INT TERM
+    for pid in "${RUNNING[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${RUNNING[@]}"; do wait "$pid" 2>/dev/null || true; done
     stop_causeway
     stop_pgpool
     if [ -n "$SANDBOX_DIR" ] && [ -e "$SANDBOX_DIR" ]; then "$CAUSEWAY" sandbox down --dir "$SANDBOX_DIR" >/dev/null 2>&1 || say "sandbox down failed for $SANDBOX_DIR"; fi
@@ -142,7 +165,7 @@ su_sql() {  # port sql: run as postgres on database app, unaligned output
 }
 
 say "pgbench -i -s $SCALE on the primary"
-PGPASSWORD=secret pgbench -i -q -s "$SCALE" "$(app_conn "$PRIMARY_PORT")" >"$WORK_DIR/pgbench-init.log" 2>&1 \
+PGPASSWORD=secret run_waited "$WORK_DIR/pgbench-init.log" pgbench -i -q -s "$SCALE" "$(app_conn "$PRIMARY_PORT")" \
     || { cat "$WORK_DIR/pgbench-init.log" >&2; exit 1; }
 target_lsn="$(su_sql "$PRIMARY_PORT" "SELECT pg_current_wal_lsn()")"
 deadline=$((SECONDS + 60))
@@ -288,8 +311,9 @@ run_pgbench() {
     local name="$1" port="$2" pid="$3" before after output tps txns failed cpu reads p r1 r2
     reset_statements
     before="$(tree_ticks "$pid")"
-    output="$(PGPASSWORD=secret timeout $((DURATION + 60)) pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$DURATION" "$(app_conn "$port")" 2>&1)" \
-        || { say "pgbench through $name failed:"; echo "$output" | tail -20 >&2; exit 1; }
+    PGPASSWORD=secret run_waited "$WORK_DIR/pgbench.txt" timeout $((DURATION + 60)) pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$DURATION" "$(app_conn "$port")" \
+        || { say "pgbench through $name failed:"; tail -20 "$WORK_DIR/pgbench.txt" >&2; exit 1; }
+    output="$(cat "$WORK_DIR/pgbench.txt")"
     after="$(tree_ticks "$pid")"
     reads="$(node_reads)"
     tps="$(echo "$output" | awk '/^tps/ {print $3; exit}')"
@@ -311,9 +335,11 @@ run_direct() {
     local pid1=$!
     PGPASSWORD=secret timeout $((DURATION + 60)) pgbench -n -S -c "$((CLIENTS - half))" -j "$jobs" -T "$DURATION" "$(app_conn "$R2_PORT")" >"$out2" 2>&1 &
     local pid2=$!
+    RUNNING+=("$pid1" "$pid2")
     local rc=0
     wait "$pid1" || rc=1
     wait "$pid2" || rc=1
+    forget "$pid1"; forget "$pid2"
     [ "$rc" = 0 ] || { say "direct pgbench failed:"; tail -5 "$out1" "$out2" >&2; exit 1; }
     reads="$(node_reads)"
     tps="$(cat "$out1" "$out2" | awk '/^tps/ {s += $3} END {printf "%.6f", s}')"
@@ -327,7 +353,7 @@ run_direct() {
 # --- part 1: pgbench -S, Causeway vs pgpool-II ------------------------------------------------------
 AB_LOG="$WORK_DIR/ab.txt"; : >"$AB_LOG"
 MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/^Mem:/ {print $2}') GiB; clients, proxies and servers share them"
-VERSIONS="$("$CAUSEWAY" --version 2>/dev/null | head -1); $("$PGPOOL" --version 2>&1 | head -1); $(pgbench --version)"
+VERSIONS="causeway $("$CAUSEWAY" --version 2>/dev/null | head -1); $("$PGPOOL" --version 2>&1 | head -1); $(pgbench --version)"
 {
     echo "# bench/compare-routing.sh  $(date -u '+%Y-%m-%d %H:%M:%S UTC')  git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
     echo "# machine: $MACHINE"
@@ -357,8 +383,8 @@ PY
     say "pgbench -S -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, $ROUNDS rounds, causeway (port $PROXY_PORT) / pgpool (port $POOL_PORT) alternating"
     # Warm-up, not recorded: server caches, proxy connections, pgpool's relation cache.
     for port in "$PROXY_PORT" "$POOL_PORT"; do
-        PGPASSWORD=secret timeout $((WARMUP + 60)) pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$WARMUP" "$(app_conn "$port")" >/dev/null 2>&1 \
-            || { say "warm-up pgbench through port $port failed"; exit 1; }
+        PGPASSWORD=secret run_waited "$WORK_DIR/warmup.txt" timeout $((WARMUP + 60)) pgbench -n -S -c "$CLIENTS" -j "$THREADS" -T "$WARMUP" "$(app_conn "$port")" \
+            || { say "warm-up pgbench through port $port failed:"; tail -5 "$WORK_DIR/warmup.txt" >&2; exit 1; }
     done
     for _ in $(seq "$ROUNDS"); do
         run_pgbench causeway "$PROXY_PORT" "$CAUSEWAY_PID"
@@ -583,7 +609,7 @@ if errors:
 PY
     LAG_OUT="$WORK_DIR/lag.txt"
     lag_rc=0
-    timeout 120 "$PY" "$WORK_DIR/lag.py" "$PROXY_PORT" "$PRIMARY_PORT" "$R1_PORT" "$R2_PORT" "$METRICS_PORT" >"$LAG_OUT" 2>&1 || lag_rc=$?
+    run_waited "$LAG_OUT" timeout 120 "$PY" "$WORK_DIR/lag.py" "$PROXY_PORT" "$PRIMARY_PORT" "$R1_PORT" "$R2_PORT" "$METRICS_PORT" || lag_rc=$?
     stop_causeway
     {
         echo

@@ -222,7 +222,7 @@ def run_mode(cluster: Cluster, mode: str, sessions: int, cycles: int, next_id, f
             errors.append(f"session {index} ({mode}): {e!r}")
         reads.extend(mine)
 
-    threads = [threading.Thread(target=session, args=(i,)) for i in range(sessions)]
+    threads = [threading.Thread(target=session, args=(i,), daemon=True) for i in range(sessions)]
     t0 = time.monotonic()
     for t in threads:
         t.start()
@@ -411,6 +411,7 @@ def main() -> int:
                      f"interquartile range {pr['q1']:.3f} .. {pr['q3']:.3f} ms")
     except KeyboardInterrupt:
         log("interrupted")
+        lines.append("# INTERRUPTED: the figures above (if any) are incomplete")
         failed = True
     finally:
         cluster.stop()
