@@ -316,6 +316,11 @@ extension ClientSession {
         routing.pin = pins.first
         var decision = Router.route(classification, session: routing, topology: topology,
                                     policy: worker.runtime.policy, load: worker.replicaLoad)
+        if decision.reason == .floor {
+            // A replica is only behind this session's own writes: look again soon, so the
+            // session's next reads can go back to it as early as the data is there.
+            worker.runtime.requestFastPoll()
+        }
         let forcedToReplica = (classification.hint ?? routing.hint) == .replica
         if routing.consistency == .session, !forcedToReplica, let last = lastReplicaRead, let target = decision.target,
            target != last.index, !decision.isPrimary, decision.error == nil {
