@@ -61,7 +61,6 @@ extension ClientSession {
             unit.append(type, body)
             unit.end = .query
             unit.executes = true
-            unit.queryText = text
             unit.classification = classify(text)
             if unit.classification?.isWrite == true { unit.mayStartCopy = Self.mentionsCopy(text) }
             dispatch(unit)
@@ -128,7 +127,7 @@ extension ClientSession {
             clientTerminated = true
             finish()
         default:
-            sendFatal(ClientAuthenticator.protocolViolation("invalid frontend message type \(WireErrorText.printable(type))"))
+            sendFatal(ClientAuthenticator.protocolViolation("invalid frontend message type \(WireError.printable(type))"))
         }
     }
 
@@ -153,12 +152,9 @@ extension ClientSession {
 
     private func forwardCopyMessage(_ type: UInt8, _ body: ArraySlice<UInt8>) {
         guard let index = copyLink, let link = links[index] else { return }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(body.count + 5)
-        var unit = RequestUnit()
-        unit.append(type, body)
-        bytes = unit.bytes
-        link.send(bytes)
+        var message = RequestUnit()
+        message.append(type, body)
+        link.send(message.bytes)
         if type != FrontendMessage.TypeByte.copyData {
             link.copyInActive = false
             copyLink = nil
@@ -291,10 +287,15 @@ extension ClientSession {
 
     /// Tries the blocked unit again (a link became ready, or in-flight responses drained).
     func retryBlocked() {
-        guard let unit = blockedUnit, phase == .relaying else { return }
-        blockedUnit = nil
-        dispatch(unit)
-        if blockedUnit == nil { processInbound() }
+        while phase == .relaying, let unit = blockedUnit {
+            blockedUnit = nil
+            dispatch(unit)
+            if blockedUnit != nil { return }
+            guard let next = unitBehindBlocked else { break }
+            unitBehindBlocked = nil
+            blockedUnit = next
+        }
+        if phase == .relaying && blockedUnit == nil { processInbound() }
     }
 
     private func route(_ classification: Classification) -> RouteDecision {
@@ -319,7 +320,7 @@ extension ClientSession {
         if decision.reason == .floor {
             // A replica is only behind this session's own writes: look again soon, so the
             // session's next reads can go back to it as early as the data is there.
-            worker.runtime.requestFastPoll()
+            worker.requestFastPoll()
         }
         let forcedToReplica = (classification.hint ?? routing.hint) == .replica
         if routing.consistency == .session, !forcedToReplica, let last = lastReplicaRead, let target = decision.target,
@@ -335,7 +336,7 @@ extension ClientSession {
                                         policy: worker.runtime.policy, load: worker.replicaLoad)
             } else if let primary = topology.primary {
                 // No snapshot is recent enough to tell yet: the primary is never behind.
-                worker.runtime.requestFastPoll()
+                worker.requestFastPoll()
                 decision = RouteDecision(target: primary.index, isPrimary: true, reason: .floor)
             }
         }
@@ -471,7 +472,6 @@ extension ClientSession {
             lastReplicaRead = (link.backendIndex, topology.generation)
         }
         let onPrimary = link.backendIndex == currentPrimaryIndex()
-        worker.stats.countUnit(backend: link.backendIndex, toPrimary: onPrimary, reason: reason)
         worker.runtime.stats.countUnit(backend: link.backendIndex, isWrite: onPrimary && reason == .write, reason: reason)
         updateLinkReading()
     }
@@ -716,10 +716,4 @@ extension ClientSession {
         return nil
     }
 
-}
-
-enum WireErrorText {
-    static func printable(_ byte: UInt8) -> String {
-        (0x21...0x7e).contains(byte) ? "'\(Character(Unicode.Scalar(byte)))'" : "0x\(String(byte, radix: 16))"
-    }
 }

@@ -28,7 +28,6 @@ extension ClientSession: ServerLinkDelegate {
             holdingLink = nil
             held.removeAll(keepingCapacity: true)
             markUnavailable(index)
-            worker.stats.retries += 1
             worker.runtime.stats.retries.add(1, ordering: .relaxed)
             resend(unit)
             return
@@ -172,8 +171,7 @@ extension ClientSession: ServerLinkDelegate {
                 // conflict): the client never sees that; the read runs on the primary.
                 held.removeAll(keepingCapacity: true)
                 log.info("read_retried", ["session": id, "backend": link.backend.config.name, "reason": "refused"])
-                worker.stats.retries += 1
-            worker.runtime.stats.retries.add(1, ordering: .relaxed)
+                worker.runtime.stats.retries.add(1, ordering: .relaxed)
                 var primaryUnit = unit
                 primaryUnit.forcePrimary = true
                 resend(primaryUnit)
@@ -214,14 +212,14 @@ extension ClientSession: ServerLinkDelegate {
     func resend(_ unit: RequestUnit) {
         if let blocked = blockedUnit {
             // Keep order: the retried unit goes before the one that was waiting behind it.
-            blockedUnit = nil
-            dispatch(unit)
-            if blockedUnit == nil { blockedUnit = blocked } else { pendingResend = blocked }
+            blockedUnit = unit
+            unitBehindBlocked = blocked
+            retryBlocked()
         } else {
             dispatch(unit)
+            if blockedUnit == nil { processInbound() }
         }
         updateLinkReading()
-        if blockedUnit == nil { processInbound() }
     }
 
     func releaseHeld(from index: Int) {

@@ -46,8 +46,8 @@ final class ClientSession: StreamDelegate {
     /// A unit that could not be sent yet (its link is connecting, or another link still owes
     /// responses); no further client input is processed until it goes.
     var blockedUnit: RequestUnit?
-    /// A unit that was blocked when a retry had to go first.
-    var pendingResend: RequestUnit?
+    /// A unit that was already blocked when a retried read had to go first; it follows it.
+    var unitBehindBlocked: RequestUnit?
     /// After a Flush, the rest of the batch up to Sync must go to the same server.
     var boundLink: Int?
     var copyLink: Int?
@@ -69,7 +69,6 @@ final class ClientSession: StreamDelegate {
     /// monitor has not noticed yet.
     var unavailable: Set<Int> = []
     var unavailableUntil: UInt64 = 0
-    var clientPausedForBackpressure = false
     var shuttingDown = false
 
     /// What the session needs to remember about a unit until its ReadyForQuery.
@@ -191,7 +190,8 @@ final class ClientSession: StreamDelegate {
 
     /// Nothing in flight, no open transaction, no half-sent batch.
     var isQuiet: Bool {
-        !lsnCapturePending && inFlight.isEmpty && transactionStatus == .idle && blockedUnit == nil && pendingUnit.isEmpty
+        !lsnCapturePending && inFlight.isEmpty && transactionStatus == .idle && blockedUnit == nil && unitBehindBlocked == nil
+            && pendingUnit.isEmpty
             && links.values.allSatisfy { $0.isIdle }
     }
 
