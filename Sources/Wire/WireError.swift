@@ -31,7 +31,8 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
         return " (type \(printable(type)))"
     }
 
-    static func printable(_ byte: UInt8) -> String {
+    /// A type byte as people read it: `'Q'`, or `0x7` when it is not printable.
+    public static func printable(_ byte: UInt8) -> String {
         (0x21...0x7e).contains(byte) ? "'\(Character(Unicode.Scalar(byte)))'" : "0x\(String(byte, radix: 16))"
     }
 }

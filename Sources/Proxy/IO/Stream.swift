@@ -198,7 +198,8 @@ final class Stream {
 
     fileprivate func didClose() {
         handle.deallocate()
-        Unmanaged<Stream>.fromOpaque(UnsafeRawPointer(Unmanaged.passUnretained(self).toOpaque())).release()
+        // Balances the retain taken in init; the object may go away right after this.
+        Unmanaged.passUnretained(self).release()
     }
 
     @inline(__always) static func from(_ pointer: UnsafeMutableRawPointer?) -> Stream {

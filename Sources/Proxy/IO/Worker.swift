@@ -102,8 +102,6 @@ final class Worker {
         }
     }
 
-    /// This worker's routing statistics; plain integers, only this thread touches them.
-    var stats = WorkerStats()
 
     init(index: Int, runtime: ProxyRuntime, control: WorkerControl) {
         self.index = index
@@ -215,7 +213,7 @@ final class Worker {
     /// Wakes `session` when the topology changes (or its wait deadline passes).
     func waitForTopology(_ session: ClientSession) {
         topologyWaiters[session.id] = session
-        runtime.requestFastPoll()
+        requestFastPoll()
         if waitTimer == nil {
             let handle = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
             uv_timer_init(loop, handle)
@@ -234,6 +232,17 @@ final class Worker {
             topologyWaiters.removeValue(forKey: session.id)
         }
         if topologyWaiters.isEmpty, let waitTimer { uv_timer_stop(waitTimer) }
+    }
+
+    private var lastFastPollRequest: UInt64 = 0
+
+    /// Asks the monitor to poll faster, at most once per 10 ms of loop time: every read that
+    /// waits or falls back for its floor asks, and one wake-up of the monitor serves them all.
+    func requestFastPoll() {
+        let now = uv_now(loop)
+        guard now &- lastFastPollRequest >= 10 || lastFastPollRequest == 0 else { return }
+        lastFastPollRequest = now
+        runtime.requestFastPoll()
     }
 
     func adoptReplica(_ index: Int) {
@@ -340,21 +349,4 @@ private func workerTimerCallback(_ handle: UnsafeMutablePointer<uv_timer_t>?) {
 /// Frees a handle allocated with `UnsafeMutablePointer.allocate`; libuv is done with it here.
 func freeHandleCallback(_ handle: UnsafeMutablePointer<uv_handle_t>?) {
     handle?.deallocate()
-}
-
-/// Counters kept per worker so the hot path never touches shared memory.
-struct WorkerStats {
-    static let reasons = RouteReason.allCases
-    var routeReasons = [Int](repeating: 0, count: RouteReason.allCases.count)
-    var unitsToPrimary = 0
-    var unitsToReplicas = 0
-    var unitsPerBackend: [Int] = []
-    var retries = 0
-
-    mutating func countUnit(backend: Int, toPrimary: Bool, reason: RouteReason) {
-        if let position = Self.reasons.firstIndex(of: reason) { routeReasons[position] += 1 }
-        if backend >= unitsPerBackend.count { unitsPerBackend += [Int](repeating: 0, count: backend + 1 - unitsPerBackend.count) }
-        unitsPerBackend[backend] += 1
-        if toPrimary { unitsToPrimary += 1 } else { unitsToReplicas += 1 }
-    }
 }

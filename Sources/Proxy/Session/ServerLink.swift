@@ -71,10 +71,6 @@ final class ServerLink: StreamDelegate {
         stream.write(bytes)
     }
 
-    func send(chunk: UnsafeMutableRawPointer, length: Int) {
-        stream.write(chunk: chunk, length: length)
-    }
-
     /// Records a client request sent here that will end with `readies` ReadyForQuery messages.
     func noteClientRequest(readies: Int) {
         guard readies > 0 else { return }
@@ -108,8 +104,6 @@ final class ServerLink: StreamDelegate {
         }
         stream.shutdownAndClose()
     }
-
-    func markTerminated() { terminated = true }
 
     private func connectError(_ status: Int32) -> ErrorFields {
         ErrorFields(severity: .fatal, sqlState: SQLState.connectionFailure,

@@ -54,7 +54,6 @@ struct RequestUnit {
     /// Statements it closes.
     var closes: [String] = []
     var classification: Classification?
-    var queryText: String?
     /// Must run on the primary whatever it looks like (FunctionCall).
     var forcePrimary = false
     /// May start a COPY (nothing may be pipelined behind it).

@@ -70,7 +70,6 @@ public final class CancelRegistry: Sendable {
 /// Process-wide counters; relaxed atomics because they are statistics, not synchronisation.
 public final class ProxyCounters: Sendable {
     let clientConnections = Atomic<Int>(0)
-    let totalClients = Atomic<Int>(0)
     let nextSessionID = Atomic<Int32>(0)
 
     func makeSessionID() -> Int32 {
