@@ -1,0 +1,100 @@
+import Testing
+import Wire
+@testable import Proxy
+
+/// The relay's response filter: what reaches the client must not depend on how the server's
+/// bytes were split, and only proxy-injected responses may disappear.
+struct ResponseStreamTests {
+    static func encode(_ messages: [BackendMessage]) -> [UInt8] {
+        var writer = ByteWriter()
+        for message in messages { message.encode(into: &writer) }
+        return writer.bytes
+    }
+
+    /// Feeds `bytes` in chunks; returns the forwarded bytes and the event kinds seen.
+    static func run(_ bytes: [UInt8], chunk: Int, expectations: [ResponseStream.Expectation])
+        throws -> (forwarded: [UInt8], events: [String]) {
+        var stream = ResponseStream()
+        for expectation in expectations { stream.expect(expectation) }
+        var forwarded: [UInt8] = []
+        var events: [String] = []
+        var offset = 0
+        while offset < bytes.count {
+            let end = min(bytes.count, offset + chunk)
+            let piece = Array(bytes[offset..<end])
+            try piece.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) throws in
+                let ranges = try stream.process(buffer) { event in
+                    switch event {
+                    case let .clientReady(status): events.append("ready:\(Character(Unicode.Scalar(status.rawValue)))")
+                    case let .internalMessage(tag, type, _): events.append("internal\(tag):\(Character(Unicode.Scalar(type)))")
+                    case let .internalDone(tag, _): events.append("done\(tag)")
+                    case .clientError: events.append("error")
+                    case .fatalError: events.append("fatal")
+                    case .copyInStarted: events.append("copyIn")
+                    case .copyOutStarted: events.append("copyOut")
+                    }
+                }
+                if let ranges {
+                    for range in ranges { forwarded += buffer[range] }
+                } else {
+                    forwarded += buffer
+                }
+            }
+            offset = end
+        }
+        return (forwarded, events)
+    }
+
+    static let clientResponse: [BackendMessage] = [
+        .rowDescription([0, 0]), .dataRow([0, 1, 0, 0, 0, 1, 0x31]), .commandComplete("SELECT 1"), .readyForQuery(.idle),
+    ]
+    static let lsnResponse: [BackendMessage] = [
+        .rowDescription([0, 0]), .dataRow([0, 1, 0, 0, 0, 9] + Array("0/16B3748".utf8)), .commandComplete("SELECT 1"),
+        .readyForQuery(.idle),
+    ]
+
+    @Test func withNothingExpectedEveryByteIsForwardedAtEverySplit() throws {
+        let bytes = Self.encode(Self.clientResponse + [.notification(processID: 7, channel: "c", payload: "p")])
+        for chunk in 1...bytes.count {
+            let (forwarded, events) = try Self.run(bytes, chunk: chunk, expectations: [])
+            #expect(forwarded == bytes, "chunk \(chunk)")
+            #expect(events == ["ready:I"], "chunk \(chunk)")
+        }
+    }
+
+    @Test func anInternalRequestBehindAClientOneIsSwallowedAtEverySplit() throws {
+        let bytes = Self.encode(Self.clientResponse + Self.lsnResponse)
+        let expected = Self.encode(Self.clientResponse)
+        for chunk in 1...bytes.count {
+            let (forwarded, events) = try Self.run(
+                bytes, chunk: chunk, expectations: [.clientReadies(count: 1), .internalRequest(tag: 3)])
+            #expect(forwarded == expected, "chunk \(chunk)")
+            #expect(events == ["ready:I", "internal3:T", "internal3:D", "internal3:C", "done3"], "chunk \(chunk)")
+        }
+    }
+
+    @Test func notificationsDuringAnInternalRequestStillReachTheClient() throws {
+        let notice = BackendMessage.notification(processID: 1, channel: "ch", payload: "x")
+        let bytes = Self.encode([Self.lsnResponse[0], notice] + Self.lsnResponse.dropFirst())
+        let (forwarded, _) = try Self.run(bytes, chunk: 3, expectations: [.internalRequest(tag: 1)])
+        #expect(forwarded == notice.encoded())
+    }
+
+    @Test func injectedParseCompletesAreSwallowedButAnErrorIsNot() throws {
+        let ok = Self.encode([.parseComplete, .parseComplete, .bindComplete, .readyForQuery(.idle)])
+        let (forwarded, _) = try Self.run(ok, chunk: 2, expectations: [.injectedCompletions(count: 1)])
+        #expect(forwarded == Self.encode([.parseComplete, .bindComplete, .readyForQuery(.idle)]))
+
+        let failure = BackendMessage.errorResponse(ErrorFields(severity: .error, sqlState: "42P01", message: "no table"))
+        let failed = Self.encode([failure, .readyForQuery(.idle)])
+        let (forwardedFailure, events) = try Self.run(failed, chunk: 4, expectations: [.injectedCompletions(count: 2)])
+        #expect(forwardedFailure == failed)
+        #expect(events == ["error", "ready:I"])
+    }
+
+    @Test func aLengthBelowFourIsATypedErrorNotACrash() {
+        #expect(throws: WireError.invalidLength(type: UInt8(ascii: "Z"), length: 2)) {
+            _ = try Self.run([UInt8(ascii: "Z"), 0, 0, 0, 2, 0x49], chunk: 1, expectations: [])
+        }
+    }
+}
