@@ -14,6 +14,8 @@ public final class LagMonitor: Sendable {
     private let log: @Sendable (String) -> Void
     /// Shared with the loop: the flags its uv_async_t callback reads.
     private let requests = Locked(MonitorRequests())
+    /// A reconfiguration asked for before `start()`.
+    private let pendingBackends = Locked<[MonitoredBackend]?>(nil)
     private let lifecycle = Locked(Lifecycle())
 
     private enum Phase { case notStarted, running, stopped }
@@ -44,7 +46,7 @@ public final class LagMonitor: Sendable {
         let context: MonitorThread? = lifecycle.withLock { state in
             guard state.phase == .notStarted else { return nil }
             let context = MonitorThread(
-                backends: backends, settings: settings, box: topology, requests: requests, log: log)
+                backends: pendingBackends.withLock { $0 } ?? backends, settings: settings, box: topology, requests: requests, log: log)
             guard context.prepare() else {
                 state.phase = .stopped
                 return nil
@@ -108,6 +110,24 @@ public final class LagMonitor: Sendable {
                 return requests.pollSoon
             }
             if !alreadyAsked { uv_async_send(async) }
+        }
+    }
+
+    /// A reload: the monitor now watches `backends`, matched to the current ones by `index`. New
+    /// ones start polling, missing ones stop and leave the topology, and ones whose host or port
+    /// changed start over; the others keep their connection and history. Applied on the monitor's
+    /// loop, which publishes a snapshot right after. Before `start()`, the list is used at start.
+    public func reconfigure(_ backends: [MonitoredBackend]) {
+        lifecycle.withLock { state in
+            switch state.phase {
+            case .notStarted:
+                pendingBackends.withLock { $0 = backends }
+            case .running:
+                requests.withLock { $0.backends = backends }
+                if let async = state.async { uv_async_send(async) }
+            case .stopped:
+                break
+            }
         }
     }
 

@@ -9,6 +9,8 @@ import Router
 struct MonitorRequests {
     var stop = false
     var pollSoon = false
+    /// The whole backend list after a reload, to be applied by the loop.
+    var backends: [MonitoredBackend]?
 }
 
 final class MonitorCore {
@@ -16,12 +18,14 @@ final class MonitorCore {
     private let async: UnsafeMutablePointer<uv_async_t>
     private let requests: Locked<MonitorRequests>
     private let settings: MonitorSettings
-    private let backends: [MonitoredBackend]
+    /// By position; a retired backend keeps its place (see `MonitorModel`).
+    private var backends: [MonitoredBackend]
     private let box: TopologyBox
     private let log: @Sendable (String) -> Void
 
     private var model: MonitorModel
-    private var pollers: [BackendPoller] = []
+    /// By position; nil once retired.
+    private var pollers: [BackendPoller?] = []
     private var tickTimer: LoopTimer!
 
     /// Polls sent by the last tick whose answers (or failures) have not come back yet.
@@ -58,17 +62,62 @@ final class MonitorCore {
     func begin() {
         async.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         for (position, backend) in backends.enumerated() {
-            let poller = BackendPoller(position: position, backend: backend, settings: settings, loop: loop)
-            poller.onSample = { [unowned self] position, sample, sentAt, receivedAt in
-                self.sampled(position, sample, sentAt: sentAt, receivedAt: receivedAt)
-            }
-            poller.onFailure = { [unowned self] position, error in self.failed(position, error) }
-            pollers.append(poller)
+            pollers.append(makePoller(position: position, backend: backend))
         }
         let interval = settings.effectiveIntervalMs
         tickTimer.start(timeoutMs: interval, repeatMs: interval)
         log("event=monitor_start backends=\(backends.count) interval_ms=\(interval)")
-        for poller in pollers { poller.start() }
+        for case let poller? in pollers { poller.start() }
+    }
+
+    private func makePoller(position: Int, backend: MonitoredBackend) -> BackendPoller {
+        let poller = BackendPoller(position: position, backend: backend, settings: settings, loop: loop)
+        poller.onSample = { [unowned self] position, sample, sentAt, receivedAt in
+            self.sampled(position, sample, sentAt: sentAt, receivedAt: receivedAt)
+        }
+        poller.onFailure = { [unowned self] position, error in self.failed(position, error) }
+        return poller
+    }
+
+    /// A reload: backends matched by `index`. One whose address changed is a different server:
+    /// retired and added again, so no sample of the old one counts for the new one.
+    private func reconfigure(_ wanted: [MonitoredBackend]) {
+        let live = backends.indices.filter { pollers[$0] != nil }
+        var byIndex: [Int: Int] = [:]
+        for position in live { byIndex[backends[position].index] = position }
+        let wantedIndexes = Set(wanted.map(\.index))
+        for position in live where !wantedIndexes.contains(backends[position].index) {
+            retire(position)
+        }
+        for backend in wanted {
+            if let position = byIndex[backend.index] {
+                let old = backends[position]
+                if old.host == backend.host && old.port == backend.port && old.name == backend.name {
+                    if old != backend {
+                        model.update(position, zone: backend.zone, weight: backend.weight, declaredRole: backend.declaredRole)
+                        backends[position] = backend
+                        log("event=monitor_backend_changed backend=\(backend.name)")
+                    }
+                    continue
+                }
+                retire(position)
+            }
+            let position = model.add(backend)
+            backends.append(backend)
+            let poller = makePoller(position: position, backend: backend)
+            pollers.append(poller)
+            log("event=monitor_backend_added backend=\(backend.name) host=\(backend.host) port=\(backend.port)")
+            poller.start()
+        }
+        publish()
+    }
+
+    private func retire(_ position: Int) {
+        pollers[position]?.shutdown()
+        pollers[position] = nil
+        roundPending.remove(position)
+        report(model.retire(position))
+        log("event=monitor_backend_removed backend=\(backends[position].name)")
     }
 
     // MARK: - Cross-thread requests
@@ -77,14 +126,16 @@ final class MonitorCore {
         let pending = requests.withLock { requests -> MonitorRequests in
             let copy = requests
             requests.pollSoon = false
+            requests.backends = nil
             return copy
         }
         guard !stopping else { return }
         if pending.stop {
             shutdown()
-        } else if pending.pollSoon {
-            pollSoon()
+            return
         }
+        if let wanted = pending.backends { reconfigure(wanted) }
+        if pending.pollSoon { pollSoon() }
     }
 
     private func pollSoon() {
@@ -104,7 +155,7 @@ final class MonitorCore {
         tickTimer.close()
         scan?.cancel()
         scan = nil
-        for poller in pollers { poller.shutdown() }
+        for case let poller? in pollers { poller.shutdown() }
         pollers.removeAll()
         async.pointee.data = nil
         closeAndFree(async)
@@ -125,7 +176,7 @@ final class MonitorCore {
         if !publishedSinceTick || !roundPending.isEmpty { publish() }
         publishedSinceTick = false
         roundPending.removeAll(keepingCapacity: true)
-        for poller in pollers where poller.tick(now: now) {
+        for case let poller? in pollers where poller.tick(now: now) {
             roundPending.insert(poller.position)
         }
         scanVolatileFunctionsIfDue(now: now)

@@ -151,7 +151,9 @@ public enum MonitorEvent: Sendable, Equatable, CustomStringConvertible {
 
 /// Everything the monitor knows, updated by poll results and failures; `snapshot(now:)` turns it
 /// into a `Topology`. Backends are addressed by their position in the `backends` array given to
-/// `init` (which is also their `index` when the configuration numbers them 0, 1, 2…).
+/// `init` (which is also their `index` when the configuration numbers them 0, 1, 2…). A reload
+/// appends backends and retires others; positions never shift, so a poll answering late for a
+/// retired backend cannot land on another one.
 public struct MonitorModel: Sendable {
     public private(set) var backends: [BackendStatus]
     public private(set) var calculator: LagCalculator
@@ -163,8 +165,10 @@ public struct MonitorModel: Sendable {
     /// Position of the primary whose WAL positions are in the lag history.
     public private(set) var lagReference: Int?
 
-    private let declared: [DeclaredRole]
+    private var declared: [DeclaredRole]
     private var observed: [Bool]
+    /// Positions taken out by a reload: kept so positions never shift, left out of snapshots.
+    public private(set) var retired: Set<Int> = []
 
     public init(backends: [MonitoredBackend], calculator: LagCalculator = LagCalculator()) {
         self.backends = backends.map {
@@ -177,15 +181,45 @@ public struct MonitorModel: Sendable {
         self.calculator = calculator
     }
 
+    /// Adds a backend at the next position (returned); it shows as not yet polled.
+    public mutating func add(_ backend: MonitoredBackend) -> Int {
+        backends.append(BackendStatus(
+            index: backend.index, name: backend.name, zone: backend.zone, weight: backend.weight,
+            role: backend.declaredRole.assumedRole, health: .unknown))
+        declared.append(backend.declaredRole)
+        observed.append(false)
+        return backends.count - 1
+    }
+
+    /// Takes backend `position` out of the cluster: it leaves snapshots, primary detection and
+    /// the lag history, and later polls for it are ignored.
+    public mutating func retire(_ position: Int) -> [MonitorEvent] {
+        guard backends.indices.contains(position), retired.insert(position).inserted else { return [] }
+        calculator.forgetReplica(position)
+        if lagReference == position { lagReference = nil }
+        return updatePrimaries()
+    }
+
+    /// A reload changed what the configuration says of backend `position`, not where it is.
+    public mutating func update(_ position: Int, zone: String, weight: Int, declaredRole: DeclaredRole) {
+        guard backends.indices.contains(position), !retired.contains(position) else { return }
+        backends[position].zone = zone
+        backends[position].weight = weight
+        declared[position] = declaredRole
+        if !observed[position] { backends[position].role = declaredRole.assumedRole }
+    }
+
     /// Position of the one live primary, if there is exactly one.
     public var livePrimary: Int? {
-        let live = backends.indices.filter { backends[$0].role == .primary && backends[$0].health == .up }
+        let live = backends.indices.filter {
+            backends[$0].role == .primary && backends[$0].health == .up && !retired.contains($0)
+        }
         return live.count == 1 ? live[0] : nil
     }
 
     /// A poll of backend `position` sent at `sentAt` answered `sample` at `receivedAt`.
     public mutating func recordPoll(_ position: Int, _ sample: PollSample, sentAt: UInt64, receivedAt: UInt64) -> [MonitorEvent] {
-        guard backends.indices.contains(position) else { return [] }
+        guard backends.indices.contains(position), !retired.contains(position) else { return [] }
         var events: [MonitorEvent] = []
         var status = backends[position]
         let role: BackendRoleObserved = sample.inRecovery ? .replica : .primary
@@ -244,7 +278,7 @@ public struct MonitorModel: Sendable {
 
     /// Backend `position` failed (connect error, query error, timeout). It keeps its last role.
     public mutating func recordFailure(_ position: Int, error: String) -> [MonitorEvent] {
-        guard backends.indices.contains(position) else { return [] }
+        guard backends.indices.contains(position), !retired.contains(position) else { return [] }
         var events: [MonitorEvent] = []
         if backends[position].health != .down {
             events.append(.down(backend: backends[position].name, error: error))
@@ -258,7 +292,7 @@ public struct MonitorModel: Sendable {
     /// The cluster as of `now`: lags are computed at this instant, so they keep growing between
     /// polls of a stalled replica. The generation is left at 0 (the `TopologyBox` numbers it).
     public mutating func snapshot(now: UInt64) -> Topology {
-        for position in backends.indices where backends[position].role == .replica {
+        for position in backends.indices where backends[position].role == .replica && !retired.contains(position) {
             guard let replay = backends[position].replayLSN else { continue }
             let lag = calculator.lag(replica: position, replay: replay, now: now)
             backends[position].lagBytes = lag.bytes
@@ -268,7 +302,8 @@ public struct MonitorModel: Sendable {
             backends[position].catchUpEstimateMs =
                 backends[position].replayPaused && lag.bytes > 0 ? nil : lag.catchUpEstimateMs
         }
-        var topology = Topology(backends: backends, volatileFunctions: volatileFunctions, multiplePrimaries: multiplePrimaries)
+        let current = retired.isEmpty ? backends : backends.indices.filter { !retired.contains($0) }.map { backends[$0] }
+        var topology = Topology(backends: current, volatileFunctions: volatileFunctions, multiplePrimaries: multiplePrimaries)
         topology.timeline = timeline
         topology.systemIdentifier = systemIdentifier
         return topology
@@ -278,11 +313,12 @@ public struct MonitorModel: Sendable {
     /// longer a live primary. With two live primaries the first keeps it.
     private func canTakeOverLagReference(_ position: Int) -> Bool {
         guard let current = lagReference, current != position else { return true }
-        return !(backends[current].role == .primary && backends[current].health == .up)
+        return !(backends[current].role == .primary && backends[current].health == .up && !retired.contains(current))
     }
 
     private mutating func updatePrimaries() -> [MonitorEvent] {
-        let live = backends.filter { $0.role == .primary && $0.health == .up }
+        let live = backends.indices.filter { backends[$0].role == .primary && backends[$0].health == .up && !retired.contains($0) }
+            .map { backends[$0] }
         if live.count > 1 && !multiplePrimaries {
             multiplePrimaries = true
             return [.multiplePrimaries(backends: live.map(\.name))]

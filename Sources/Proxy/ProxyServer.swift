@@ -3,7 +3,7 @@ import CShims
 import Foundation
 
 /// Starts the workers and waits for a signal: SIGTERM lets sessions finish their transactions
-/// (bounded by `gracefulTimeout`), SIGINT ends them at once.
+/// (bounded by `gracefulTimeout`), SIGINT ends them at once, SIGHUP reloads the configuration.
 public final class ProxyServer {
     private let runtime: ProxyRuntime
     private let gracefulTimeoutNanos: UInt64
@@ -59,7 +59,7 @@ public final class ProxyServer {
         let box = SignalBox(server: self)
         loop.pointee.data = Unmanaged.passUnretained(box).toOpaque()
         var handles: [UnsafeMutablePointer<uv_signal_t>] = []
-        for signal in [SIGTERM, SIGINT] {
+        for signal in [SIGTERM, SIGINT, SIGHUP] {
             let handle = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 1)
             uv_signal_init(loop, handle)
             uv_signal_start(handle, proxySignalCallback, signal)
@@ -93,6 +93,10 @@ public final class ProxyServer {
     }
 
     fileprivate func handleSignal(_ signal: Int32, box: SignalBox) {
+        if signal == SIGHUP {
+            reload()
+            return
+        }
         runtime.shuttingDown.store(true, ordering: .relaxed)
         if signal == SIGINT {
             log.info("shutdown", ["mode": "immediate"])
@@ -112,6 +116,17 @@ public final class ProxyServer {
             signal.fire()
         }
         waiter.start()
+    }
+
+    /// SIGHUP. The outcome is logged: one line per change, or why the file was refused.
+    private func reload() {
+        guard !runtime.shuttingDown.load(ordering: .relaxed) else { return }
+        do {
+            let changes = try runtime.reload()
+            log.info("reload", ["trigger": "SIGHUP", "changes": changes.count])
+        } catch {
+            log.warn("reload_refused", ["trigger": "SIGHUP", "reason": error.description])
+        }
     }
 
     private func stopAll(_ command: WorkerCommand) {

@@ -31,7 +31,7 @@ struct Causeway: ParsableCommand {
         } catch {
             throw ValidationError("invalid configuration: \(error)")
         }
-        let runtime = try ProxyRuntime(config: loaded)
+        let runtime = try ProxyRuntime(config: loaded, configPath: config)
         try ProxyServer(runtime: runtime, gracefulTimeoutSeconds: shutdownTimeout).run()
     }
 }

@@ -208,3 +208,54 @@ struct TopologyBoxTests {
         published.wait()
     }
 }
+
+@Suite("The monitor model across reloads")
+struct MonitorModelReloadTests {
+    @Test("an added backend shows up unpolled and takes polls at its own position")
+    func addedBackendIsPolled() {
+        var model = MonitorModel(backends: Array(backends().prefix(2)))
+        let position = model.add(MonitoredBackend(index: 5, name: "replica3", host: "127.0.0.1", port: 5435, zone: "dc1"))
+        #expect(position == 2)
+        var topology = model.snapshot(now: 0)
+        #expect(topology.backend(at: 5)?.health == .unknown)
+        _ = model.recordPoll(0, primary(1000), sentAt: 0, receivedAt: 1 * ms)
+        _ = model.recordPoll(position, replica(1000), sentAt: 0, receivedAt: 1 * ms)
+        topology = model.snapshot(now: 2 * ms)
+        #expect(topology.backend(at: 5)?.role == .replica)
+        #expect(topology.backend(at: 5)?.health == .up)
+    }
+
+    @Test("a retired backend leaves the snapshot and late polls for it are ignored")
+    func retiredBackendLeaves() {
+        var model = MonitorModel(backends: backends())
+        _ = model.recordPoll(1, replica(1000), sentAt: 0, receivedAt: 1 * ms)
+        _ = model.retire(1)
+        #expect(model.snapshot(now: 2 * ms).backends.map(\.name) == ["primary", "replica2"])
+        #expect(model.recordPoll(1, replica(2000), sentAt: 0, receivedAt: 3 * ms).isEmpty)
+        #expect(model.recordFailure(1, error: "gone").isEmpty)
+        #expect(model.snapshot(now: 4 * ms).backend(at: 1) == nil)
+    }
+
+    @Test("retiring the lag reference primary lets the next primary take over without two-primary alarms")
+    func retiredPrimaryIsNotCounted() {
+        var model = MonitorModel(backends: backends())
+        _ = model.recordPoll(0, primary(1000), sentAt: 0, receivedAt: 1 * ms)
+        _ = model.retire(0)
+        let events = model.recordPoll(1, primary(2000), sentAt: 2 * ms, receivedAt: 3 * ms)
+        #expect(!events.contains(.multiplePrimaries(backends: ["primary", "replica1"])))
+        #expect(model.livePrimary == 1)
+        #expect(model.lagReference == 1)
+    }
+
+    @Test("zone, weight and declared role change in place")
+    func updatedBackendKeepsState() {
+        var model = MonitorModel(backends: backends())
+        _ = model.recordPoll(1, replica(1000), sentAt: 0, receivedAt: 1 * ms)
+        model.update(1, zone: "dc3", weight: 7, declaredRole: .replica)
+        let status = model.snapshot(now: 2 * ms).backend(at: 1)
+        #expect(status?.zone == "dc3")
+        #expect(status?.weight == 7)
+        #expect(status?.health == .up)
+        #expect(status?.replayLSN == LSN(1000))
+    }
+}

@@ -8,6 +8,7 @@ import Wire
 struct AdminConsole {
     let runtime: ProxyRuntime
     let topology: Topology
+    var settings: RuntimeSettings { runtime.settings }
 
     enum Outcome {
         case rows(ResultSet)
@@ -29,6 +30,7 @@ struct AdminConsole {
         ("UNDRAIN <backend>", "let a drained replica take reads again"),
         ("PAUSE [<seconds>]", "hold new write transactions (reads go on), e.g. during a switchover; a write waits at most <seconds> (default 30)"),
         ("RESUME", "release the writes held by PAUSE, in order"),
+        ("RELOAD", "read the configuration file again: add, remove or change backends and routing settings without disturbing other connections"),
         ("KILL <client id>", "disconnect one client (ids from SHOW CLIENTS); its open transaction rolls back"),
         ("SHUTDOWN", "stop gracefully: sessions finish their transactions first"),
     ]
@@ -49,6 +51,9 @@ struct AdminConsole {
         case ("DRAIN", _): return drain(words)
         case ("UNDRAIN", _): return undrain(words)
         case ("SHUTDOWN", _): return .shutdown
+        case ("RELOAD", _):
+            guard words.count == 1 else { return .error(usage("RELOAD")) }
+            return reload()
         case ("PAUSE", _):
             var seconds = 30.0
             if words.count == 2 {
@@ -82,16 +87,19 @@ struct AdminConsole {
         let columns = ["name", "address", "zone", "role", "state", "lag_ms", "lag_bytes", "replay_lsn",
                        "catch_up_ms", "sessions", "server_conns", "reads", "writes"]
         var rows: [[String?]] = []
-        for (index, backend) in runtime.backends.enumerated() {
-            let status = topology.backend(at: index)
-            let counters = runtime.stats.backends[index]
+        let settings = self.settings
+        for index in settings.visibleIndexes {
+            let slot = settings.slots[index]
+            let backend = slot.backend
+            let status = slot.removed ? nil : topology.backend(at: index)
+            let counters = slot.counters
             let connections = counters.serverConnections.load(ordering: .relaxed)
             rows.append([
                 backend.config.name,
                 "\(backend.config.host):\(backend.config.port)",
                 backend.config.zone,
                 status?.role.rawValue ?? "unknown",
-                Self.state(status, connections: connections),
+                slot.removed ? "removed" : Self.state(status, connections: connections),
                 status.map { String(Int($0.lagMs.rounded())) },
                 status.map { String($0.lagBytes) },
                 (status?.role == .primary ? status?.currentLSN : status?.replayLSN)?.description,
@@ -122,9 +130,10 @@ struct AdminConsole {
     }
 
     private func pools() -> ResultSet {
-        let rows = runtime.backends.enumerated().map { index, backend -> [String?] in
-            let counters = runtime.stats.backends[index]
-            return [backend.config.name, runtime.config.proxy.poolMode.rawValue,
+        let settings = self.settings
+        let rows = settings.visibleIndexes.map { index -> [String?] in
+            let counters = settings.slots[index].counters
+            return [settings.slots[index].name, settings.config.proxy.poolMode.rawValue,
                     String(counters.serverConnections.load(ordering: .relaxed)),
                     String(counters.sessions.load(ordering: .relaxed))]
         }
@@ -143,7 +152,7 @@ struct AdminConsole {
     }
 
     private func config() -> ResultSet {
-        let c = runtime.config
+        let c = settings.config
         var rows: [[String?]] = [
             ["proxy.listen", "\(c.proxy.listen.host):\(c.proxy.listen.port)"],
             ["proxy.workers", String(c.proxy.workers)],
@@ -167,7 +176,26 @@ struct AdminConsole {
             rows.append(["backends.\(backend.name)", "\(backend.host):\(backend.port) role=\(backend.role.rawValue) zone=\(backend.zone) weight=\(backend.weight)"])
         }
         rows.append(["users", c.users.map(\.name).joined(separator: ",")])
+        rows.append(["config_file", runtime.configPath ?? ""])
+        rows.append(["config_generation", String(settings.generation)])
         return ResultSet(columns: ["key", "value"], rows: rows)
+    }
+
+    // MARK: - RELOAD
+
+    /// One row per change; an empty set when the file changed nothing. A refused reload is an
+    /// error (F0000, config_file_error) saying why, and nothing changes.
+    private func reload() -> Outcome {
+        do {
+            let changes = try runtime.reload()
+            return .rows(ResultSet(columns: ["change", "subject", "detail"],
+                                   rows: changes.map { [$0.kind.rawValue, $0.subject, $0.detail] },
+                                   tag: "RELOAD"))
+        } catch {
+            runtime.log("reload").warn("reload_refused", ["reason": error.description])
+            return .error(ErrorFields(severity: .error, sqlState: "F0000", message: error.description,
+                                      hint: "Fix the file and run RELOAD again; the previous configuration stays in force."))
+        }
     }
 
     // MARK: - DRAIN
@@ -176,7 +204,7 @@ struct AdminConsole {
         guard words.count == 2 || words.count == 3 else {
             return .error(usage("DRAIN <backend> [<seconds>]"))
         }
-        guard let index = runtime.backends.firstIndex(where: { $0.config.name == words[1] }) else {
+        guard let index = settings.liveIndex(named: words[1]) else {
             return .error(unknownBackend(words[1]))
         }
         var seconds = 60.0
@@ -195,7 +223,7 @@ struct AdminConsole {
 
     private func undrain(_ words: [String]) -> Outcome {
         guard words.count == 2 else { return .error(usage("UNDRAIN <backend>")) }
-        guard let index = runtime.backends.firstIndex(where: { $0.config.name == words[1] }) else {
+        guard let index = settings.liveIndex(named: words[1]) else {
             return .error(unknownBackend(words[1]))
         }
         runtime.undrain(backend: index)
@@ -208,6 +236,6 @@ struct AdminConsole {
 
     private func unknownBackend(_ name: String) -> ErrorFields {
         ErrorFields(severity: .error, sqlState: "42704", message: "no backend named \"\(name)\"",
-                    hint: "Backends: " + runtime.backends.map(\.config.name).joined(separator: ", ") + ".")
+                    hint: "Backends: " + settings.liveIndexes.map { settings.slots[$0].name }.joined(separator: ", ") + ".")
     }
 }

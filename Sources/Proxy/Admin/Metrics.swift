@@ -14,40 +14,41 @@ enum MetricsText {
             let rendered = labels.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",")
             out += labels.isEmpty ? "\(name) \(value)\n" : "\(name){\(rendered)} \(value)\n"
         }
+        let settings = runtime.settings
+        let shown = settings.visibleIndexes.map { ($0, settings.slots[$0]) }
         family("causeway_backend_up", "gauge", "1 when the monitor reaches the backend.")
-        for (index, backend) in runtime.backends.enumerated() {
-            let status = topology.backend(at: index)
-            sample("causeway_backend_up", [("backend", backend.config.name), ("role", status?.role.rawValue ?? "unknown")],
+        for (index, slot) in shown {
+            let status = slot.removed ? nil : topology.backend(at: index)
+            sample("causeway_backend_up", [("backend", slot.name), ("role", status?.role.rawValue ?? "unknown")],
                    status?.health == .up ? "1" : "0")
         }
         family("causeway_backend_draining", "gauge", "1 while the backend is being drained.")
-        for (index, backend) in runtime.backends.enumerated() {
-            sample("causeway_backend_draining", [("backend", backend.config.name)], topology.backend(at: index)?.draining == true ? "1" : "0")
+        for (index, slot) in shown {
+            sample("causeway_backend_draining", [("backend", slot.name)], topology.backend(at: index)?.draining == true ? "1" : "0")
         }
         family("causeway_backend_lag_seconds", "gauge", "Replication lag measured on the proxy's clock.")
-        for (index, backend) in runtime.backends.enumerated() {
+        for (index, slot) in shown {
             guard let status = topology.backend(at: index) else { continue }
-            sample("causeway_backend_lag_seconds", [("backend", backend.config.name)], String(status.lagMs / 1000))
+            sample("causeway_backend_lag_seconds", [("backend", slot.name)], String(status.lagMs / 1000))
         }
         family("causeway_backend_lag_bytes", "gauge", "WAL bytes the replica has not replayed.")
-        for (index, backend) in runtime.backends.enumerated() {
+        for (index, slot) in shown {
             guard let status = topology.backend(at: index) else { continue }
-            sample("causeway_backend_lag_bytes", [("backend", backend.config.name)], String(status.lagBytes))
+            sample("causeway_backend_lag_bytes", [("backend", slot.name)], String(status.lagBytes))
         }
-        let counters = runtime.stats.backends
         family("causeway_backend_server_connections", "gauge", "Open server connections per backend.")
-        for (index, backend) in runtime.backends.enumerated() {
-            sample("causeway_backend_server_connections", [("backend", backend.config.name)],
-                   String(counters[index].serverConnections.load(ordering: .relaxed)))
+        for (_, slot) in shown {
+            sample("causeway_backend_server_connections", [("backend", slot.name)],
+                   String(slot.counters.serverConnections.load(ordering: .relaxed)))
         }
         family("causeway_backend_sessions", "gauge", "Sessions using the backend.")
-        for (index, backend) in runtime.backends.enumerated() {
-            sample("causeway_backend_sessions", [("backend", backend.config.name)], String(counters[index].sessions.load(ordering: .relaxed)))
+        for (_, slot) in shown {
+            sample("causeway_backend_sessions", [("backend", slot.name)], String(slot.counters.sessions.load(ordering: .relaxed)))
         }
         family("causeway_queries_total", "counter", "Request units sent, by backend and kind.")
-        for (index, backend) in runtime.backends.enumerated() {
-            sample("causeway_queries_total", [("backend", backend.config.name), ("kind", "read")], String(counters[index].reads.load(ordering: .relaxed)))
-            sample("causeway_queries_total", [("backend", backend.config.name), ("kind", "write")], String(counters[index].writes.load(ordering: .relaxed)))
+        for (_, slot) in shown {
+            sample("causeway_queries_total", [("backend", slot.name), ("kind", "read")], String(slot.counters.reads.load(ordering: .relaxed)))
+            sample("causeway_queries_total", [("backend", slot.name), ("kind", "write")], String(slot.counters.writes.load(ordering: .relaxed)))
         }
         family("causeway_routing_decisions_total", "counter", "Routing decisions by reason.")
         for (reason, count) in runtime.stats.routeCounts() {

@@ -71,6 +71,19 @@ final class Worker {
     private(set) var replicaLoad: [Int]
     private var cachedTopology: Topology?
     private var cachedTopologyAt: UInt64 = .max
+    private var cachedSettings: RuntimeSettings
+
+    /// The settings in force. A reload installs a new snapshot; one relaxed load tells whether
+    /// this worker still holds the latest.
+    var settings: RuntimeSettings {
+        if runtime.settingsGeneration.load(ordering: .relaxed) != cachedSettings.generation {
+            cachedSettings = runtime.settings
+            if replicaLoad.count < cachedSettings.slots.count {
+                replicaLoad += Array(repeating: 0, count: cachedSettings.slots.count - replicaLoad.count)
+            }
+        }
+        return cachedSettings
+    }
 
     /// The cluster snapshot for routing, re-read from the monitor at most once per loop
     /// millisecond: the monitor publishes every 100 ms, so this costs no freshness and saves a
@@ -108,7 +121,8 @@ final class Worker {
         self.runtime = runtime
         self.control = control
         log = runtime.log("worker")
-        replicaLoad = Array(repeating: 0, count: runtime.backends.count)
+        cachedSettings = runtime.settings
+        replicaLoad = Array(repeating: 0, count: cachedSettings.slots.count)
         loop = .allocate(capacity: 1)
         uv_loop_init(loop)
         loop.pointee.data = Unmanaged.passUnretained(self).toOpaque()
@@ -142,7 +156,7 @@ final class Worker {
 
     private var maintenanceTimer: UnsafeMutablePointer<uv_timer_t>?
 
-    /// Every 100 ms: sessions let go of server connections to draining backends.
+    /// Every 100 ms: sessions let go of server connections to draining or removed backends.
     fileprivate func maintain() {
         if runtime.killPending.load(ordering: .relaxed) {
             for session in Array(sessions.values) where runtime.takeKillRequest(session.id) {
@@ -152,8 +166,9 @@ final class Worker {
             }
         }
         let topology = self.topology
-        guard topology.backends.contains(where: { $0.draining }) else { return }
-        for session in Array(sessions.values) { session.releaseDrainingLinks(topology) }
+        let settings = self.settings
+        guard topology.backends.contains(where: { $0.draining }) || settings.hasRemovedConnections else { return }
+        for session in Array(sessions.values) { session.releaseDrainingLinks(topology, settings) }
     }
 
     private func finish() {
@@ -248,14 +263,14 @@ final class Worker {
     func adoptReplica(_ index: Int) {
         if replicaLoad.indices.contains(index) {
             replicaLoad[index] += 1
-            runtime.stats.backends[index].sessions.add(1, ordering: .relaxed)
+            settings.counters(index)?.sessions.add(1, ordering: .relaxed)
         }
     }
 
     func releaseReplica(_ index: Int) {
         if replicaLoad.indices.contains(index), replicaLoad[index] > 0 {
             replicaLoad[index] -= 1
-            runtime.stats.backends[index].sessions.subtract(1, ordering: .relaxed)
+            settings.counters(index)?.sessions.subtract(1, ordering: .relaxed)
         }
     }
 

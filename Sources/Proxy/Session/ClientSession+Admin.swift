@@ -8,7 +8,7 @@ extension ClientSession {
 
     /// After authentication on database `causeway`: greet as a server would, no backend involved.
     func beginAdminSession() {
-        guard worker.runtime.config.proxy.adminUsers.contains(userName) else {
+        guard worker.settings.config.proxy.adminUsers.contains(userName) else {
             log.info("admin_refused", ["session": id, "user": userName])
             sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.insufficientPrivilege,
                                   message: "user \"\(userName)\" may not use the causeway admin console",
@@ -82,11 +82,11 @@ extension ClientSession {
         }
     }
 
-    /// DRAIN: an idle connection to a draining backend closes now; a busy one at its next
-    /// transaction boundary; once the drain's time is up, one still busy is cut with an error.
-    func releaseDrainingLinks(_ topology: Topology) {
+    /// DRAIN, or a reload that removed a backend: an idle connection to it closes now; a busy one
+    /// at its next transaction boundary; once the time is up, one still busy is cut with an error.
+    func releaseDrainingLinks(_ topology: Topology, _ settings: RuntimeSettings) {
         guard phase == .relaying, !isAdmin else { return }
-        for (index, link) in links where topology.backend(at: index)?.draining == true {
+        for (index, link) in links where topology.backend(at: index)?.draining == true || settings.isRemoved(index) {
             let busy = inFlight.contains { $0.link == index } || routing.transactionBackend == index
                 || boundLink == index || copyLink == index || holdingLink == index
             if !busy && link.isIdle {
@@ -94,7 +94,9 @@ extension ClientSession {
             } else if worker.runtime.drainExpired(index) {
                 log.warn("drain_cut", ["session": id, "backend": link.backend.config.name])
                 sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
-                                      message: "terminating connection: backend \(link.backend.config.name) was drained for maintenance and this session was still using it when the drain timed out",
+                                      message: settings.isRemoved(index)
+                                          ? "terminating connection: backend \(link.backend.config.name) was removed from the configuration and this session was still using it when the grace period ended"
+                                          : "terminating connection: backend \(link.backend.config.name) was drained for maintenance and this session was still using it when the drain timed out",
                                       hint: "Reconnect; new sessions avoid the drained backend."))
                 return
             }

@@ -56,7 +56,8 @@ extension ClientSession {
             sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.cannotConnectNow, message: "causeway is shutting down"))
             return
         }
-        let limit = runtime.config.proxy.maxClientConnections
+        let settings = worker.settings
+        let limit = settings.config.proxy.maxClientConnections
         let count = runtime.counters.clientConnections.add(1, ordering: .relaxed).newValue
         countedAsClient = true
         guard count <= limit else {
@@ -89,10 +90,10 @@ extension ClientSession {
                                                                  unsupportedOptions: message.protocolExtensionNames).encoded())
         }
         phase = .authenticating
-        let userConfig = runtime.config.user(named: user)
-        let method = userConfig.map { runtime.config.effectiveAuthType(for: $0) } ?? runtime.config.proxy.authType
+        let userConfig = settings.config.user(named: user)
+        let method = userConfig.map { settings.config.effectiveAuthType(for: $0) } ?? settings.config.proxy.authType
         var authenticator = ClientAuthenticator(userName: user, user: userConfig, method: method,
-                                                scramKeys: runtime.scramKeys[user],
+                                                scramKeys: settings.scramKeys[user],
                                                 mockKeys: runtime.mockScramKeys(for: user))
         let action = authenticator.begin()
         self.authenticator = authenticator
@@ -101,8 +102,8 @@ extension ClientSession {
 
     /// `causeway.*` startup parameters: the session's consistency, route and token.
     private func applyStartupOptions(_ message: StartupMessage) -> ErrorFields? {
-        let configured = worker.runtime.config.consistency(user: userName, database: database)
-        routing.consistency = ConsistencyMode(rawValue: configured.rawValue) ?? worker.runtime.policy.consistency
+        let configured = worker.settings.config.consistency(user: userName, database: database)
+        routing.consistency = ConsistencyMode(rawValue: configured.rawValue) ?? worker.settings.policy.consistency
         for (name, value) in message.parameters where name.hasPrefix("causeway.") {
             switch name {
             case "causeway.consistency":
@@ -198,7 +199,7 @@ extension ClientSession {
                                       hint: "Demote or stop one of them."))
                 return
             } else {
-                remaining = worker.runtime.primaryCandidateIndexes
+                remaining = worker.settings.primaryCandidateIndexes
             }
         }
         guard !remaining.isEmpty else {
@@ -219,8 +220,9 @@ extension ClientSession {
     }
 
     func makeLink(_ index: Int) -> ServerLink {
-        let backend = worker.runtime.backends[index]
-        let user = worker.runtime.config.user(named: userName)
+        let settings = worker.settings
+        let backend = settings.slots[index].backend
+        let user = settings.config.user(named: userName)
         let secret: ServerLogin.Secret
         if let password = user?.password {
             secret = .password(password)
@@ -262,7 +264,7 @@ extension ClientSession {
         link.delegate = self
         primaryIndex = link.backendIndex
         countedOnPrimary = link.backendIndex
-        worker.runtime.stats.backends[link.backendIndex].sessions.add(1, ordering: .relaxed)
+        worker.settings.counters(link.backendIndex)?.sessions.add(1, ordering: .relaxed)
         var writer = ByteWriter(capacity: 512)
         if let saslFinal { BackendMessage.authentication(.saslFinal(saslFinal)).encode(into: &writer) }
         BackendMessage.authentication(.ok).encode(into: &writer)

@@ -217,7 +217,7 @@ extension ClientSession {
                 // catch up (the monitor polls faster meanwhile), then use the fallback target.
                 let now = cw_monotonic_nanos()
                 if waitDeadline == 0 {
-                    waitDeadline = now + UInt64(max(0, worker.runtime.policy.causalWaitMs)) * 1_000_000
+                    waitDeadline = now + UInt64(max(0, worker.settings.policy.causalWaitMs)) * 1_000_000
                 }
                 if now < waitDeadline {
                     waitedGeneration = worker.topology.generation
@@ -227,6 +227,14 @@ extension ClientSession {
                 }
             }
             waitDeadline = 0
+            // PAUSE (switchovers): a new write transaction waits, also while the old primary is
+            // gone and the new one not yet seen; a transaction already open finishes.
+            if transactionStatus == .idle, decision.isPrimary || decision.error != nil,
+               worker.runtime.paused.load(ordering: .relaxed),
+               decision.reason == .write || decision.reason == .transaction
+                || unit.classification?.leavesTransactionOpen == true {
+                if holdForPause(unit) { return }
+            }
             if let error = decision.error {
                 refuse(unit, ErrorFields(severity: .error, sqlState: error.sqlState, message: error.message))
                 return
@@ -238,24 +246,6 @@ extension ClientSession {
             }
             target = chosen
             reason = decision.reason
-            // PAUSE (switchovers): a new write transaction waits; one already open finishes.
-            if decision.isPrimary && transactionStatus == .idle && worker.runtime.paused.load(ordering: .relaxed)
-                && (reason == .write || reason == .transaction || unit.classification?.leavesTransactionOpen == true) {
-                let now = cw_monotonic_nanos()
-                if pauseDeadline == 0 {
-                    pauseDeadline = now + worker.runtime.pauseTimeoutNanos.load(ordering: .relaxed)
-                }
-                if now < pauseDeadline {
-                    block(unit)
-                    worker.waitForTopology(self)
-                    return
-                }
-                pauseDeadline = 0
-                refuse(unit, ErrorFields(severity: .error, sqlState: SQLState.cannotConnectNow,
-                                         message: "writes are paused (PAUSE) and did not resume in time",
-                                         hint: "An operator paused writes for a switchover; retry after RESUME."))
-                return
-            }
             pauseDeadline = 0
         }
         // Responses must reach the client in request order: a unit for another server waits
@@ -278,6 +268,25 @@ extension ClientSession {
             return
         }
         send(unit, to: link, reason: reason)
+    }
+
+    /// Whether `unit` now waits for RESUME; past the pause timeout it is refused instead (and
+    /// the answer is also true: the unit is dealt with).
+    private func holdForPause(_ unit: RequestUnit) -> Bool {
+        let now = cw_monotonic_nanos()
+        if pauseDeadline == 0 {
+            pauseDeadline = now + worker.runtime.pauseTimeoutNanos.load(ordering: .relaxed)
+        }
+        if now < pauseDeadline {
+            block(unit)
+            worker.waitForTopology(self)
+            return true
+        }
+        pauseDeadline = 0
+        refuse(unit, ErrorFields(severity: .error, sqlState: SQLState.cannotConnectNow,
+                                 message: "writes are paused (PAUSE) and did not resume in time",
+                                 hint: "An operator paused writes for a switchover; retry after RESUME."))
+        return true
     }
 
     private func block(_ unit: RequestUnit) {
@@ -316,7 +325,7 @@ extension ClientSession {
         }
         routing.pin = pins.first
         var decision = Router.route(classification, session: routing, topology: topology,
-                                    policy: worker.runtime.policy, load: worker.replicaLoad)
+                                    policy: worker.settings.policy, load: worker.replicaLoad)
         if decision.reason == .floor {
             // A replica is only behind this session's own writes: look again soon, so the
             // session's next reads can go back to it as early as the data is there.
@@ -333,7 +342,7 @@ extension ClientSession {
                 let seen = old.flatMap { $0.health == .up ? $0.replayLSN : nil } ?? topology.primary?.currentLSN
                 if let seen { routing.floor = max(routing.floor ?? seen, seen) }
                 decision = Router.route(classification, session: routing, topology: topology,
-                                        policy: worker.runtime.policy, load: worker.replicaLoad)
+                                        policy: worker.settings.policy, load: worker.replicaLoad)
             } else if let primary = topology.primary {
                 // No snapshot is recent enough to tell yet: the primary is never behind.
                 worker.requestFastPoll()
@@ -440,7 +449,7 @@ extension ClientSession {
                                     settingsInUnit: unit.executes ? unit.classification?.sessionCommands ?? [] : [],
                                     readies: unit.readies)
             let onReplica = link.backendIndex != currentPrimaryIndex()
-            if capture && worker.runtime.config.routing.reportLSN && inFlight.isEmpty && holdingLink == nil {
+            if capture && worker.settings.reportLSN && inFlight.isEmpty && holdingLink == nil {
                 // The token must be readable when the commit returns: hold the responses until
                 // the LSN is in, then send the ParameterStatus just before ReadyForQuery.
                 record.holdForToken = true
@@ -472,7 +481,7 @@ extension ClientSession {
             lastReplicaRead = (link.backendIndex, topology.generation)
         }
         let onPrimary = link.backendIndex == currentPrimaryIndex()
-        worker.runtime.stats.countUnit(backend: link.backendIndex, isWrite: onPrimary && reason == .write, reason: reason)
+        worker.runtime.stats.countUnit(worker.settings.counters(link.backendIndex), isWrite: onPrimary && reason == .write, reason: reason)
         updateLinkReading()
     }
 
@@ -663,8 +672,8 @@ extension ClientSession {
             switch setting {
             case .route: routing.hint = .auto
             case .consistency:
-                let configured = worker.runtime.config.consistency(user: userName, database: database)
-                routing.consistency = ConsistencyMode(rawValue: configured.rawValue) ?? worker.runtime.policy.consistency
+                let configured = worker.settings.config.consistency(user: userName, database: database)
+                routing.consistency = ConsistencyMode(rawValue: configured.rawValue) ?? worker.settings.policy.consistency
             case .minLSN, .lsn: break
             }
             BackendMessage.commandComplete("RESET").encode(into: &writer)

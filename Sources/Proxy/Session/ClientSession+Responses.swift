@@ -52,6 +52,10 @@ extension ClientSession: ServerLinkDelegate {
             if link.sentFatal {
                 // The server already said why (e.g. 57P01); PostgreSQL sends nothing after that.
                 finish()
+            } else if link.endedWhileIdle {
+                sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
+                                      message: "terminating connection: the server \(link.backend.label) ended the connection that held this session's open transaction or session state",
+                                      hint: "Reconnect; the new session goes to the current primary."))
             } else {
                 sendFatal(error)
             }
@@ -254,7 +258,7 @@ extension ClientSession: ServerLinkDelegate {
         if let lsn = capturedLSN {
             capturedLSN = nil
             routing.floor = max(routing.floor ?? lsn, lsn)
-            if worker.runtime.config.routing.reportLSN {
+            if worker.settings.reportLSN {
                 let status = BackendMessage.parameterStatus(name: "causeway.lsn", value: currentToken()).encoded()
                 if heldReadyEnd >= 6 && heldReadyEnd <= held.count {
                     held.insert(contentsOf: status, at: heldReadyEnd - 6)

@@ -223,7 +223,7 @@ final class ClientSession: StreamDelegate {
         if let sticky = routing.stickyReplica { worker.releaseReplica(sticky) }
         if let primary = countedOnPrimary {
             countedOnPrimary = nil
-            worker.runtime.stats.backends[primary].sessions.subtract(1, ordering: .relaxed)
+            worker.settings.counters(primary)?.sessions.subtract(1, ordering: .relaxed)
         }
         worker.runtime.stats.clientClosed(id)
         worker.sessionEnded(self)

@@ -42,6 +42,9 @@ final class ServerLink: StreamDelegate {
     var pendingCloses: [String] = []
     var copyInActive = false
     var sentFatal = false
+    /// The server ended this connection while it was idle (shutdown, pg_terminate_backend) and
+    /// its FATAL was not passed on: the session decides whether the client needs to know.
+    private(set) var endedWhileIdle = false
     private var terminated = false
     private var counted = false
     private var events: [ResponseStream.Event] = []
@@ -93,7 +96,7 @@ final class ServerLink: StreamDelegate {
         guard phase != .closed else { return }
         if counted {
             counted = false
-            worker.runtime.stats.backends[backendIndex].serverConnections.subtract(1, ordering: .relaxed)
+            worker.settings.counters(backendIndex)?.serverConnections.subtract(1, ordering: .relaxed)
         }
         let wasConnected = phase != .connecting
         phase = .closed
@@ -128,7 +131,7 @@ final class ServerLink: StreamDelegate {
         stream.setNoDelay()
         phase = .loggingIn
         counted = true
-        worker.runtime.stats.backends[backendIndex].serverConnections.add(1, ordering: .relaxed)
+        worker.settings.counters(backendIndex)?.serverConnections.add(1, ordering: .relaxed)
         stream.write(ServerLogin.startupPacket(parameters: startupParameters))
         stream.startReading()
     }
@@ -204,6 +207,7 @@ final class ServerLink: StreamDelegate {
     // MARK: Relay
 
     private func relay(_ bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer) -> Bool {
+        let wasIdle = isIdle && transactionStatus == .idle
         let ranges: [Range<Int>]?
         do {
             ranges = try responses.process(bytes) { event in
@@ -225,6 +229,14 @@ final class ServerLink: StreamDelegate {
         } catch {
             events.removeAll(keepingCapacity: true)
             fail(ServerLogin.failure("\(backend.label) sent invalid data: \(error)"), duringLogin: false)
+            return false
+        }
+        if wasIdle && sentFatal {
+            // Nobody asked this server anything: a session with nothing open here simply opens
+            // another connection later, so its client must not see this one's goodbye.
+            sentFatal = false
+            endedWhileIdle = true
+            events.removeAll(keepingCapacity: true)
             return false
         }
         // Bytes go out before the events that end inside them are acted on, so a session that

@@ -13,7 +13,6 @@ public final class BackendCounters: Sendable {
 
 /// Process-wide statistics the admin console and the metrics endpoint report.
 public final class ProxyStats: Sendable {
-    let backends: [BackendCounters]
     /// Indexed like `RouteReason.allCases`.
     private let reasons: [ReasonCounter]
     let retries = Atomic<Int>(0)
@@ -36,17 +35,16 @@ public final class ProxyStats: Sendable {
         var connectedAt: Double
     }
 
-    init(backendCount: Int) {
-        backends = (0..<backendCount).map { _ in BackendCounters() }
+    init() {
         reasons = RouteReason.allCases.map { _ in ReasonCounter() }
     }
 
-    func countUnit(backend: Int, isWrite: Bool, reason: RouteReason) {
-        if backends.indices.contains(backend) {
+    func countUnit(_ backend: BackendCounters?, isWrite: Bool, reason: RouteReason) {
+        if let backend {
             if isWrite {
-                backends[backend].writes.add(1, ordering: .relaxed)
+                backend.writes.add(1, ordering: .relaxed)
             } else {
-                backends[backend].reads.add(1, ordering: .relaxed)
+                backend.reads.add(1, ordering: .relaxed)
             }
         }
         if let position = RouteReason.allCases.firstIndex(of: reason) {

@@ -78,14 +78,10 @@ public final class ProxyCounters: Sendable {
     }
 }
 
-/// Everything the workers share, immutable apart from the locked registries inside.
+/// Everything the workers share: the settings snapshot a reload replaces, the monitor, and the
+/// locked registries inside.
 public final class ProxyRuntime: Sendable {
-    public let config: CausewayConfig
     public let logLevel: LogLevel
-    let backends: [ResolvedBackend]
-    /// SCRAM keys per user: derived once from plain passwords (random salt per process) or taken
-    /// from configured verifiers.
-    let scramKeys: [String: ScramKeys]
     /// Secret for deriving stable fake SCRAM salts: an unknown user must look exactly like a
     /// known one, including getting the same salt on every attempt.
     private let mockSaltKey = Crypto.randomBytes(32)
@@ -95,42 +91,37 @@ public final class ProxyRuntime: Sendable {
     /// When the process started, for uptime figures.
     let startedAt = Date().timeIntervalSince1970
     let shuttingDown = Atomic<Bool>(false)
-    let policy: RoutingPolicy
     private let topologySource: @Sendable () -> Topology
     private let fastPoll: @Sendable () -> Void
 
     /// Measures the cluster; nil when the runtime was built without one (unit tests).
     public let monitor: LagMonitor?
 
-    public init(config: CausewayConfig, monitored: Bool = true) throws {
-        self.config = config
+    private let current: Mutex<RuntimeSettings>
+    /// `current`'s generation, so a worker can tell with one atomic load that it holds the latest.
+    let settingsGeneration = Atomic<Int>(0)
+    /// One reload at a time (SIGHUP and RELOAD may race).
+    let reloading = Mutex<Void>(())
+    /// Where RELOAD and SIGHUP read the configuration from; nil when it was not loaded from a file.
+    public let configPath: String?
+
+    /// The settings in force. Workers cache it per request (`Worker.settings`).
+    public var settings: RuntimeSettings { current.withLock { $0 } }
+    public var config: CausewayConfig { settings.config }
+
+    public init(config: CausewayConfig, configPath: String? = nil, monitored: Bool = true) throws {
+        self.configPath = configPath
         logLevel = config.proxy.logLevel
-        backends = try config.backends.map(ResolvedBackend.resolve)
-        stats = ProxyStats(backendCount: config.backends.count)
-        var keys: [String: ScramKeys] = [:]
-        for user in config.users {
-            if let verifier = user.scram {
-                keys[user.name] = ScramKeys(verifier: verifier)
-            } else if let password = user.password {
-                keys[user.name] = ScramKeys.derive(password: password, salt: Crypto.randomBytes(16), iterations: 4096).keys
-            }
+        stats = ProxyStats()
+        let slots = try config.backends.map {
+            BackendSlot(backend: try ResolvedBackend.resolve($0), counters: BackendCounters(), removed: false)
         }
-        scramKeys = keys
-        policy = RoutingPolicy(
-            consistency: ConsistencyMode(rawValue: config.routing.consistency.rawValue) ?? .session,
-            maxLagMs: config.routing.maxLagMs,
-            maxLagBytes: UInt64(max(0, config.routing.maxLagBytes)),
-            fallback: FallbackMode(rawValue: config.routing.fallback.rawValue) ?? .primary,
-            zone: config.proxy.zone,
-            causalWaitMs: config.routing.causalWaitMs)
+        current = Mutex(RuntimeSettings(generation: 0, config: config, slots: slots,
+                                        scramKeys: Self.scramKeys(for: config.users, reusing: [:], previous: [])))
         if monitored {
             let log = Log(component: "monitor", minimumLevel: config.proxy.logLevel)
             let monitor = LagMonitor(
-                backends: config.backends.enumerated().map { index, backend in
-                    MonitoredBackend(index: index, name: backend.name, host: backend.host, port: backend.port,
-                                     zone: backend.zone, weight: backend.weight,
-                                     declaredRole: DeclaredRole(rawValue: backend.role.rawValue) ?? .auto)
-                },
+                backends: Self.monitored(slots, indexes: Array(slots.indices)),
                 settings: MonitorSettings(intervalMs: config.monitor.intervalMs, user: config.monitor.user,
                                           password: config.monitor.password),
                 log: { line in log.raw(line) })
@@ -143,6 +134,38 @@ public final class ProxyRuntime: Sendable {
             let fixed = Self.declaredTopology(config)
             topologySource = { fixed }
             fastPoll = {}
+        }
+    }
+
+    static func monitored(_ slots: [BackendSlot], indexes: [Int]) -> [MonitoredBackend] {
+        indexes.map { index in
+            let backend = slots[index].backend.config
+            return MonitoredBackend(index: index, name: backend.name, host: backend.host, port: backend.port,
+                                    zone: backend.zone, weight: backend.weight,
+                                    declaredRole: DeclaredRole(rawValue: backend.role.rawValue) ?? .auto)
+        }
+    }
+
+    /// Keys for `users`; a user whose entry is unchanged keeps its keys (and so its salt).
+    static func scramKeys(for users: [UserConfig], reusing old: [String: ScramKeys], previous: [UserConfig]) -> [String: ScramKeys] {
+        var keys: [String: ScramKeys] = [:]
+        for user in users {
+            if let kept = old[user.name], previous.contains(user) {
+                keys[user.name] = kept
+            } else if let verifier = user.scram {
+                keys[user.name] = ScramKeys(verifier: verifier)
+            } else if let password = user.password {
+                keys[user.name] = ScramKeys.derive(password: password, salt: Crypto.randomBytes(16), iterations: 4096).keys
+            }
+        }
+        return keys
+    }
+
+    /// Installs the next settings snapshot (under `reloading`).
+    func install(_ next: (Int) -> RuntimeSettings) {
+        current.withLock { settings in
+            settings = next(settings.generation + 1)
+            settingsGeneration.store(settings.generation, ordering: .releasing)
         }
     }
 
@@ -192,14 +215,23 @@ public final class ProxyRuntime: Sendable {
     func drain(backend index: Int, seconds: Double) {
         let deadline = cw_monotonic_nanos() + UInt64(seconds * 1e9)
         drainDeadlines.withLock { $0[index] = deadline }
-        monitor?.setDraining(backends[index].config.name, true)
-        Log(component: "admin", minimumLevel: logLevel).info("drain", ["backend": backends[index].config.name, "timeout_s": seconds])
+        let name = settings.slots[index].name
+        monitor?.setDraining(name, true)
+        Log(component: "admin", minimumLevel: logLevel).info("drain", ["backend": name, "timeout_s": seconds])
     }
 
     func undrain(backend index: Int) {
         _ = drainDeadlines.withLock { $0.removeValue(forKey: index) }
-        monitor?.setDraining(backends[index].config.name, false)
-        Log(component: "admin", minimumLevel: logLevel).info("undrain", ["backend": backends[index].config.name])
+        let name = settings.slots[index].name
+        monitor?.setDraining(name, false)
+        Log(component: "admin", minimumLevel: logLevel).info("undrain", ["backend": name])
+    }
+
+    /// A reload removed backend `index`: its connections go at their next transaction boundary,
+    /// and those still busy after the grace period are cut, as after a DRAIN's timeout.
+    func retire(backend index: Int) {
+        let deadline = cw_monotonic_nanos() + UInt64(Self.removalGraceSeconds * 1e9)
+        drainDeadlines.withLock { $0[index] = min($0[index] ?? .max, deadline) }
     }
 
     /// Whether a drain of `index` has run out of time (remaining connections are then cut).
@@ -230,21 +262,10 @@ public final class ProxyRuntime: Sendable {
         return Topology(generation: 0, backends: statuses)
     }
 
-    var primaryCandidateIndexes: [Int] {
-        backends.indices.filter { backends[$0].config.role == .primary }
-            + backends.indices.filter { backends[$0].config.role == .auto }
-    }
-
     func mockScramKeys(for user: String) -> ScramKeys {
         let salt = Array(Crypto.hmacSHA256(key: mockSaltKey, Array(user.utf8)).prefix(16))
         return ScramKeys(salt: salt, iterations: 4096, storedKey: Crypto.randomBytes(32), serverKey: Crypto.randomBytes(32))
     }
 
     func log(_ component: String) -> Log { Log(component: component, minimumLevel: logLevel) }
-
-    /// Backends to try for the primary, in order: those declared primary, then `auto` ones
-    /// (a standby among them is recognised by its `in_hot_standby` report and skipped).
-    var primaryCandidates: [ResolvedBackend] {
-        backends.filter { $0.config.role == .primary } + backends.filter { $0.config.role == .auto }
-    }
 }
