@@ -176,6 +176,7 @@ def test_sighup_applies_routing_settings_to_the_next_unit(four_nodes, make_proxy
         assert "routing.max_lag_ms" in log and "routing.report_lsn" in log
         rows, _ = admin(proxy, "SHOW CONFIG")
         assert ["routing.max_lag_ms", "123"] in rows
+        assert ["config_generation", "1"] in rows
         # The same session: its next write reports its LSN now that report_lsn is on.
         conn.execute("insert into reload_t (note) values ('after sighup')")
         assert conn.info.parameter_status("causeway.lsn") is not None

@@ -56,6 +56,8 @@ enum MetricsText {
         }
         family("causeway_retries_total", "counter", "Replica reads re-run elsewhere without the client noticing.")
         sample("causeway_retries_total", [], String(runtime.stats.retries.load(ordering: .relaxed)))
+        family("causeway_config_generation", "gauge", "Configurations applied since start (0 = the one read at start; RELOAD and SIGHUP add one).")
+        sample("causeway_config_generation", [], String(settings.generation))
         family("causeway_client_connections", "gauge", "Client connections now.")
         sample("causeway_client_connections", [], String(runtime.counters.clientConnections.load(ordering: .relaxed)))
         family("causeway_client_connections_total", "counter", "Client sessions that logged in.")

@@ -353,7 +353,10 @@ extension ClientSession {
     }
 
     func currentPrimaryIndex() -> Int? {
-        worker.topologyPrimary ?? primaryIndex
+        if let primary = worker.topologyPrimary { return primary }
+        // The primary this session logged in to, unless a reload has removed it since.
+        guard let primaryIndex, !worker.settings.isRemoved(primaryIndex) else { return nil }
+        return primaryIndex
     }
 
     /// Answers a unit with an error without involving a server.
