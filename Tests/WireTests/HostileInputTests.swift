@@ -36,29 +36,12 @@ func backendOutcome(_ chunks: [[UInt8]], maximumLength: Int = 1 << 30) -> Outcom
     return Outcome(decoded: messages, error: nil)
 }
 
-func scannerOutcome(_ chunks: [[UInt8]], interesting: [UInt8], maximumLength: Int = 1 << 30) -> Outcome<[ScanEvent]> {
-    var scanner = MessageScanner(interestingTypes: interesting, captureLimit: 64, maximumLength: maximumLength)
-    var events: [ScanEvent] = []
-    do throws(WireError) {
-        for chunk in chunks {
-            events += try scanEvents(&scanner, [chunk])
-        }
-    } catch {
-        return Outcome(decoded: events, error: error)
-    }
-    return Outcome(decoded: events, error: nil)
-}
-
 func frontendError(_ bytes: [UInt8], phase: FrontendDecoder.Phase = .messages, maximumLength: Int = 1 << 30) -> WireError? {
     frontendOutcome([bytes], phase: phase, maximumLength: maximumLength).error
 }
 
 func backendError(_ bytes: [UInt8], maximumLength: Int = 1 << 30) -> WireError? {
     backendOutcome([bytes], maximumLength: maximumLength).error
-}
-
-func scannerError(_ bytes: [UInt8], maximumLength: Int = 1 << 30) -> WireError? {
-    scannerOutcome([bytes], interesting: [], maximumLength: maximumLength).error
 }
 
 @Suite struct HostileInputTests {
@@ -69,7 +52,6 @@ func scannerError(_ bytes: [UInt8], maximumLength: Int = 1 << 30) -> WireError? 
         let bytes = typedHeader(ascii("Q"), length: length) + [0, 0, 0, 0]
         #expect(frontendError(bytes) == .invalidLength(type: ascii("Q"), length: length))
         #expect(backendError(bytes) == .invalidLength(type: ascii("Q"), length: length))
-        #expect(scannerError(bytes) == .invalidLength(type: ascii("Q"), length: length))
     }
 
     @Test(arguments: [Int32(-1), -4, -5, Int32.min])
@@ -77,7 +59,6 @@ func scannerError(_ bytes: [UInt8], maximumLength: Int = 1 << 30) -> WireError? 
         let typed = typedHeader(ascii("D"), length: length)
         #expect(frontendError(typed) == .invalidLength(type: ascii("D"), length: length))
         #expect(backendError(typed) == .invalidLength(type: ascii("D"), length: length))
-        #expect(scannerError(typed) == .invalidLength(type: ascii("D"), length: length))
         #expect(frontendError(int32Bytes(length), phase: .startup) == .invalidLength(type: nil, length: length))
     }
 
@@ -101,7 +82,6 @@ func scannerError(_ bytes: [UInt8], maximumLength: Int = 1 << 30) -> WireError? 
         let header = typedHeader(ascii("d"), length: Int32(limit + 1))
         #expect(frontendError(header, maximumLength: limit) == .oversized(type: ascii("d"), length: limit + 1, limit: limit))
         #expect(backendError(header, maximumLength: limit) == .oversized(type: ascii("d"), length: limit + 1, limit: limit))
-        #expect(scannerError(header, maximumLength: limit) == .oversized(type: ascii("d"), length: limit + 1, limit: limit))
 
         var decoder = BackendDecoder(maximumLength: limit)
         decoder.append(header)
@@ -114,7 +94,6 @@ func scannerError(_ bytes: [UInt8], maximumLength: Int = 1 << 30) -> WireError? 
         let message = BackendMessage.copyData([UInt8](repeating: 3, count: limit - 4))
         #expect(backendOutcome([message.encoded()], maximumLength: limit) == Outcome(decoded: [message], error: nil))
         #expect(backendOutcome([Array(message.encoded().prefix(5))], maximumLength: limit) == Outcome(decoded: [], error: nil))
-        #expect(scannerOutcome([message.encoded()], interesting: [], maximumLength: limit).error == nil)
     }
 
     @Test func maximumInt32LengthIsRejectedByTheDefaultLimits() {
@@ -122,7 +101,6 @@ func scannerError(_ bytes: [UInt8], maximumLength: Int = 1 << 30) -> WireError? 
         let expected = WireError.oversized(type: ascii("D"), length: Int(Int32.max), limit: 1 << 30)
         #expect(frontendError(header) == expected)
         #expect(backendError(header) == expected)
-        #expect(scannerError(header) == expected)
         #expect(frontendError(int32Bytes(Int32.max), phase: .startup)
             == .oversized(type: nil, length: Int(Int32.max), limit: StartupPacket.maximumLength))
     }
@@ -396,9 +374,6 @@ func scannerError(_ bytes: [UInt8], maximumLength: Int = 1 << 30) -> WireError? 
             #expect(frontendOutcome(chunks, phase: .messages, maximumLength: limit) == messages, "iteration \(iteration)")
             let backend = backendOutcome([bytes], maximumLength: limit)
             #expect(backendOutcome(chunks, maximumLength: limit) == backend, "iteration \(iteration)")
-            let scanned = scannerOutcome([bytes], interesting: Array(knownBackendTypes), maximumLength: limit)
-            #expect(scannerOutcome(chunks, interesting: Array(knownBackendTypes), maximumLength: limit) == scanned,
-                    "iteration \(iteration)")
         }
     }
 
@@ -445,7 +420,6 @@ func scannerError(_ bytes: [UInt8], maximumLength: Int = 1 << 30) -> WireError? 
             let backendChunks = randomChunks(backend, using: &generator, maxChunk: 64)
             #expect(backendOutcome(backendChunks, maximumLength: limit) == backendOutcome([backend], maximumLength: limit),
                     "iteration \(iteration)")
-            _ = scannerOutcome(backendChunks, interesting: Array("ZEKS".utf8), maximumLength: limit)
         }
     }
 }
