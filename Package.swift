@@ -15,6 +15,9 @@ let package = Package(
     dependencies: [
         // Command-line parsing for `causeway` and `causeway-bench`: subcommands, --help, validation.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // causeway-bench's latency percentiles: HdrHistogram records millions of samples in fixed
+        // memory with 3 significant digits, and merges per-thread histograms exactly.
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .systemLibrary(name: "CLibUV", path: "Sources/CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
@@ -35,14 +38,21 @@ let package = Package(
             dependencies: ["Proxy", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/causeway"
         ),
+        // causeway-bench: its logic (workload, verification, schedule, reports) in BenchCore, pure and
+        // unit-tested; the libpq/libuv driver and the CLI in the executable. Both live under bench/,
+        // beside the measuring scripts.
+        .target(
+            name: "BenchCore",
+            dependencies: [.product(name: "Histogram", package: "hdrhistogram-swift")],
+            path: "bench/BenchCore"
+        ),
         .executableTarget(
             name: "causeway-bench",
             dependencies: [
-                "CLibUV", "CLibPQ", "CShims",
+                "BenchCore", "CLibUV", "CLibPQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            path: "bench",
-            exclude: ["compare.sh", "compare-routing.sh", "consistency.py", "README.md"]
+            path: "bench/causeway-bench"
         ),
         .testTarget(name: "WireTests", dependencies: ["Wire"], path: "Tests/WireTests"),
         .testTarget(name: "RouterTests", dependencies: ["Router"], path: "Tests/RouterTests"),
@@ -52,6 +62,7 @@ let package = Package(
             path: "Tests/LagMonitorTests"
         ),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Wire"], path: "Tests/ProxyTests"),
+        .testTarget(name: "BenchTests", dependencies: ["BenchCore"], path: "Tests/BenchTests"),
     ],
     swiftLanguageModes: [.v6]
 )
