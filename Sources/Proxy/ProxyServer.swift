@@ -19,6 +19,8 @@ public final class ProxyServer {
     /// Runs until SIGTERM or SIGINT. Throws if a worker cannot listen.
     public func run() throws {
         cw_ignore_sigpipe()
+        // Until the signal loop takes SIGHUP over, a reload request must not end the process.
+        signal(SIGHUP, SIG_IGN)
         if let monitor = runtime.monitor {
             monitor.start()
             // Route nothing before the cluster has been looked at once (bounded: a dead cluster
