@@ -45,6 +45,12 @@ public struct ErrorCount: Codable, Sendable, Equatable {
     public var sqlstate: String
     public var count: Int
     public var message: String
+
+    public init(sqlstate: String, count: Int, message: String) {
+        self.sqlstate = sqlstate
+        self.count = count
+        self.message = message
+    }
 }
 
 public struct BackendReads: Codable, Sendable, Equatable {

@@ -24,7 +24,8 @@ struct RunCommand: ParsableCommand {
             write is a stale read (read-your-writes broken); a read returning less than a value the
             client already read for that key is a regression (monotonic reads broken). Both are
             counted per client and in total, and every one is timed for the report. Exit status 3
-            with --fail-on-stale when any happened; 1 when the run could not start or run.
+            with --fail-on-stale when any happened; 130 when stopped by SIGINT/SIGTERM (the report
+            is still written); 1 when the run could not start.
 
             LAG TIMELINE. With --admin-url (Causeway's admin console, database causeway) SHOW
             BACKENDS is sampled every --sample-interval; otherwise the servers are asked directly:
@@ -187,5 +188,6 @@ struct RunCommand: ParsableCommand {
         print(report.table())
         print("report: \(html) \(json)")
         if failOnStale && !report.passed { throw ExitCode(3) }
+        if report.interrupted { throw ExitCode(130) }
     }
 }
