@@ -48,24 +48,12 @@ mkdir -p "$OUT"
 STAMP="$(date +%Y%m%d-%H%M%S)"
 RESULTS="$OUT/routing-$STAMP.txt"
 
-say() { echo "compare-routing: $*" >&2; }
-is_root() { [ "$(id -u)" = 0 ]; }
+SAY_PREFIX=compare-routing
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 # --- prerequisites ------------------------------------------------------------------------------
-if [ ! -x /usr/sbin/pgpool ] && ! command -v pgpool >/dev/null 2>&1; then
-    if is_root; then
-        say "installing pgpool2"
-        policy=/usr/sbin/policy-rc.d; made_policy=0
-        if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"; made_policy=1; fi
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends pgpool2 >/dev/null \
-            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends pgpool2 >/dev/null; }
-        [ "$made_policy" = 1 ] && rm -f "$policy"
-        if [ -d /run/systemd/system ]; then systemctl disable --now pgpool2 >/dev/null 2>&1 || true
-        else service pgpool2 stop >/dev/null 2>&1 || true; update-rc.d pgpool2 disable >/dev/null 2>&1 || true; fi
-    else
-        say "pgpool2 is missing: sudo apt-get install pgpool2 (or run scripts/install-deps.sh as root)"; exit 1
-    fi
-fi
+ensure_debian_package pgpool2 /usr/sbin/pgpool
 PGPOOL="$(command -v pgpool || echo /usr/sbin/pgpool)"
 for tool in pgbench psql python3; do
     command -v "$tool" >/dev/null 2>&1 || { say "$tool is missing (scripts/install-deps.sh installs it)"; exit 1; }
@@ -76,8 +64,8 @@ if [ "${SKIP_LAG:-0}" != 1 ] && ! "$PY" -c 'import psycopg' >/dev/null 2>&1; the
 fi
 
 cd "$ROOT"
-if [ "${SKIP_BUILD:-0}" != 1 ]; then swift build -c release --product causeway >/dev/null; fi
-CAUSEWAY="$ROOT/.build/release/causeway"
+if [ -z "${CAUSEWAY_BIN:-}" ] && [ "${SKIP_BUILD:-0}" != 1 ]; then swift build -c release --product causeway >/dev/null; fi
+CAUSEWAY="${CAUSEWAY_BIN:-$ROOT/.build/release/causeway}"
 
 # --- state and cleanup ----------------------------------------------------------------------------
 SANDBOX_DIR=""; POOL_DIR=""; WORK_DIR=""
@@ -85,67 +73,15 @@ CAUSEWAY_PID=""; POOL_WRAPPER_PID=""; POOL_PID=""
 RUN_AS=()
 if is_root; then RUN_AS=(runuser -u postgres --); fi
 
-wait_gone() {  # pid seconds: wait until the process is gone, bounded
-    local pid="$1" deadline=$((SECONDS + $2))
-    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-    ! kill -0 "$pid" 2>/dev/null
-}
-stop_causeway() {
-    [ -n "$CAUSEWAY_PID" ] || return 0
-    kill -INT "$CAUSEWAY_PID" 2>/dev/null || true
-    wait_gone "$CAUSEWAY_PID" 15 || kill -KILL "$CAUSEWAY_PID" 2>/dev/null || true
-    wait "$CAUSEWAY_PID" 2>/dev/null || true
-    CAUSEWAY_PID=""
-}
-stop_pgpool() {
-    if [ -z "$POOL_PID" ] && [ -n "$POOL_DIR" ] && [ -s "$POOL_DIR/pgpool.pid" ]; then
-        POOL_PID="$(tr -dc 0-9 <"$POOL_DIR/pgpool.pid")"
-    fi
-    if [ -n "$POOL_DIR" ] && [ -f "$POOL_DIR/pgpool.conf" ] && [ -n "$POOL_PID" ]; then
-        timeout 20 "${RUN_AS[@]}" "$PGPOOL" -f "$POOL_DIR/pgpool.conf" -m fast stop >/dev/null 2>&1 || true
-        wait_gone "$POOL_PID" 10 || kill -KILL "$POOL_PID" 2>/dev/null || true
-    fi
-    if [ -n "$POOL_WRAPPER_PID" ]; then
-        wait_gone "$POOL_WRAPPER_PID" 5 || kill -TERM "$POOL_WRAPPER_PID" 2>/dev/null || true
-        wait "$POOL_WRAPPER_PID" 2>/dev/null || true
-    fi
-    POOL_PID=""; POOL_WRAPPER_PID=""
-}
-# Long-running children run in the background and are waited for, so a signal's trap runs at once
-# (bash defers traps while a foreground command runs); cleanup stops the ones still running.
-RUNNING=()
-run_waited() {  # outfile command...: exit status of the command
-    local out="$1" pid rc=0
-    shift
-    "$@" >"$out" 2>&1 &
-    pid=$!
-    RUNNING+=("$pid")
-    wait "$pid" || rc=$?
-    forget "$pid"
-    return "$rc"
-}
-forget() {  # pid: no longer running
-    local kept=() p
-    for p in "${RUNNING[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
-    RUNNING=("${kept[@]}")
-}
 cleanup() {
-    local rc=$? pid
+    local rc=$?
     trap - EXIT INT TERM
-    for pid in "${RUNNING[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${RUNNING[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stop_running
     stop_causeway
-    stop_pgpool
-    if [ -n "$SANDBOX_DIR" ] && [ -e "$SANDBOX_DIR" ]; then "$CAUSEWAY" sandbox down --dir "$SANDBOX_DIR" >/dev/null 2>&1 || say "sandbox down failed for $SANDBOX_DIR"; fi
-    [ -n "$POOL_DIR" ] && rm -rf "$POOL_DIR"
-    [ -n "$WORK_DIR" ] && rm -rf "$WORK_DIR"
+    cleanup_servers
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+trap_cleanup
 
 # --- sandbox ------------------------------------------------------------------------------------
 SANDBOX_DIR="$(mktemp -d /tmp/causeway-routing.XXXXXX)"; rmdir "$SANDBOX_DIR"
@@ -193,36 +129,11 @@ start_causeway() {  # config log
 POOL_DIR="$(mktemp -d /tmp/causeway-pgpool.XXXXXX)"
 POOL_PORT="$(free_port)"
 PCP_PORT="$(free_port)"
-backend_conf() {  # index port weight name
-    cat <<CONF
-backend_hostname$1 = '127.0.0.1'
-backend_port$1 = $2
-backend_weight$1 = $3
-backend_flag$1 = 'ALLOW_TO_FAILOVER'
-backend_application_name$1 = '$4'
-CONF
-}
 {
+    echo "# Written by bench/compare-routing.sh"
+    echo "backend_clustering_mode = 'streaming_replication'"
+    pgpool_common_conf "$POOL_DIR" "$POOL_PORT" "$PCP_PORT" $((CLIENTS + 8))
     cat <<CONF
-# Written by bench/compare-routing.sh
-backend_clustering_mode = 'streaming_replication'
-listen_addresses = '127.0.0.1'
-port = $POOL_PORT
-socket_dir = '$POOL_DIR'
-pcp_listen_addresses = ''
-pcp_port = $PCP_PORT
-pcp_socket_dir = '$POOL_DIR'
-pid_file_name = '$POOL_DIR/pgpool.pid'
-logdir = '$POOL_DIR'
-enable_pool_hba = on
-pool_passwd = '$POOL_DIR/pool_passwd'
-num_init_children = $((CLIENTS + 8))
-max_pool = 4
-child_life_time = 0
-child_max_connections = 0
-connection_life_time = 0
-client_idle_limit = 0
-connection_cache = on
 load_balance_mode = on
 statement_level_load_balance = off
 disable_load_balance_on_write = 'transaction'
@@ -231,66 +142,14 @@ sr_check_user = 'postgres'
 sr_check_password = 'postgres'
 sr_check_database = 'postgres'
 delay_threshold = 16777216
-health_check_period = 0
-failover_on_backend_error = off
-use_watchdog = off
-memory_cache_enabled = off
-log_destination = 'stderr'
-logging_collector = off
-log_min_messages = warning
 CONF
-    backend_conf 0 "$PRIMARY_PORT" "$PGPOOL_PRIMARY_WEIGHT" primary
-    backend_conf 1 "$R1_PORT" 1 replica1
-    backend_conf 2 "$R2_PORT" 1 replica2
+    pgpool_backend_conf 0 "$PRIMARY_PORT" "$PGPOOL_PRIMARY_WEIGHT" primary
+    pgpool_backend_conf 1 "$R1_PORT" 1 replica1
+    pgpool_backend_conf 2 "$R2_PORT" 1 replica2
 } >"$POOL_DIR/pgpool.conf"
-printf 'host all all 127.0.0.1/32 scram-sha-256\n' >"$POOL_DIR/pool_hba.conf"
-printf 'app:TEXTsecret\npostgres:TEXTpostgres\n' >"$POOL_DIR/pool_passwd"
-: >"$POOL_DIR/pcp.conf"
-chmod 600 "$POOL_DIR/pool_passwd"
+pgpool_auth_files "$POOL_DIR"
 if is_root; then chown -R postgres "$POOL_DIR"; fi
 
-start_pgpool() {
-    "${RUN_AS[@]}" "$PGPOOL" -n -D -f "$POOL_DIR/pgpool.conf" -F "$POOL_DIR/pcp.conf" -a "$POOL_DIR/pool_hba.conf" \
-        >"$OUT/pgpool-$STAMP.log" 2>&1 &
-    POOL_WRAPPER_PID=$!
-    local deadline=$((SECONDS + 30))
-    until [ -s "$POOL_DIR/pgpool.pid" ] \
-        && PGPASSWORD=secret PGCONNECT_TIMEOUT=3 psql -X -At "$(app_conn "$POOL_PORT")" -c 'SELECT 1' >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$deadline" ] || { say "pgpool did not accept a login within 30 s; log: $OUT/pgpool-$STAMP.log"; tail -20 "$OUT/pgpool-$STAMP.log" >&2; exit 1; }
-        kill -0 "$POOL_WRAPPER_PID" 2>/dev/null || { say "pgpool exited; log: $OUT/pgpool-$STAMP.log"; tail -20 "$OUT/pgpool-$STAMP.log" >&2; exit 1; }
-        sleep 0.2
-    done
-    POOL_PID="$(tr -dc 0-9 <"$POOL_DIR/pgpool.pid")"
-}
-
-# CPU ticks (user + system) of a process and all its descendants, plus what its reaped children
-# used (cutime/cstime), so a pgpool child that exits mid-run is still counted.
-tree_ticks() {
-    python3 - "$1" <<'PY'
-import os, sys
-root = int(sys.argv[1])
-procs = {}
-for entry in os.listdir("/proc"):
-    if not entry.isdigit():
-        continue
-    try:
-        text = open(f"/proc/{entry}/stat").read()
-    except OSError:
-        continue
-    rest = text[text.rfind(")") + 2:].split()
-    procs[int(entry)] = (int(rest[1]), sum(int(x) for x in rest[11:15]))
-children = {}
-for pid, (ppid, _) in procs.items():
-    children.setdefault(ppid, []).append(pid)
-total, stack = 0, [root]
-while stack:
-    pid = stack.pop()
-    if pid in procs:
-        total += procs[pid][1]
-        stack.extend(children.get(pid, []))
-print(total)
-PY
-}
 TICKS_PER_SECOND="$(getconf CLK_TCK)"
 
 reset_statements() {
@@ -362,24 +221,11 @@ VERSIONS="causeway $("$CAUSEWAY" --version 2>/dev/null | head -1); $("$PGPOOL" -
 
 if [ "${SKIP_AB:-0}" != 1 ]; then
     start_causeway "$SANDBOX_DIR/causeway.toml" "$OUT/causeway-routing-$STAMP.log"
-    start_pgpool
+    start_pgpool "$OUT/pgpool-$STAMP.log"
     # Both must really check the password with SCRAM: the first message after the startup packet
     # is AuthenticationSASL (code 10), and a wrong password is refused.
-    for pair in "causeway:$PROXY_PORT" "pgpool:$POOL_PORT"; do
-        method="$(python3 - "${pair#*:}" <<'PY'
-import socket, struct, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-body = struct.pack("!I", 196608) + b"user\0app\0database\0app\0\0"
-s.sendall(struct.pack("!I", len(body) + 4) + body)
-head = s.recv(9)
-print({10: "scram-sha-256", 5: "md5", 3: "password", 0: "trust"}.get(struct.unpack("!I", head[5:9])[0], "other") if head[:1] == b"R" else "error")
-PY
-)"
-        [ "$method" = scram-sha-256 ] || { say "${pair%%:*} asks for $method, not SCRAM: the comparison would not be fair"; exit 1; }
-        if PGPASSWORD=wrong PGCONNECT_TIMEOUT=5 psql -X -At "host=127.0.0.1 port=${pair#*:} user=app dbname=app" -c 'SELECT 1' >/dev/null 2>&1; then
-            say "${pair%%:*} accepted a wrong password: its client authentication is not what this benchmark assumes"; exit 1
-        fi
-    done
+    require_scram causeway "$PROXY_PORT"
+    require_scram pgpool "$POOL_PORT"
     say "pgbench -S -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, $ROUNDS rounds, causeway (port $PROXY_PORT) / pgpool (port $POOL_PORT) alternating"
     # Warm-up, not recorded: server caches, proxy connections, pgpool's relation cache.
     for port in "$PROXY_PORT" "$POOL_PORT"; do

@@ -52,7 +52,7 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(r.timeline.buckets[0].readsByBackend, ["replica1": 1])
         XCTAssertEqual(r.timeline.buckets[2].stale, 1)
         XCTAssertEqual(r.anomalies.first?.backend, "port 5434")
-        XCTAssertEqual(r.latency.map(\.count), [2, 1])
+        XCTAssertEqual(r.latency.map(\.count), [2, 1, 3])
         XCTAssertEqual(r.latency[1].p50Ms, 1.5, accuracy: 0.01)
     }
 
@@ -105,5 +105,45 @@ final class ReportTests: XCTestCase {
         let svg = chart.render()
         XCTAssertTrue(svg.contains("a &amp; b"))
         XCTAssertEqual(svg.components(separatedBy: "<polyline").count - 1, 2, "a missing sample breaks the line")
+    }
+}
+
+final class CompareReportTests: XCTestCase {
+    let input = """
+        setting duration_s=10 clients=16
+        arm=direct tool=pgbench round=1 tps=1000 p50_ms=0.5 p99_ms=1.0 cpu_us= failed=0
+        arm=causeway tool=pgbench round=1 tps=800 p50_ms=0.6 p99_ms=1.2 cpu_us=40 failed=0
+        arm=pgbouncer-session tool=pgbench round=1 tps=600 p50_ms=0.8 p99_ms=1.5 cpu_us=50 failed=0
+        arm=causeway tool=pgbench round=2 tps=900 p50_ms=0.6 p99_ms=1.4 cpu_us=30 failed=1
+        arm=causeway tool=causeway-bench round=1 tps=500 cpu_us=20
+        """
+
+    func testMeansAndRatios() throws {
+        let r = try CompareReport(parsing: input)
+        XCTAssertEqual(r.settings, ["duration_s": "10", "clients": "16"])
+        XCTAssertEqual(r.measurements.count, 5)
+        let causeway = try XCTUnwrap(r.rows.first { $0.tool == "pgbench" && $0.arm == "causeway" })
+        XCTAssertEqual(causeway.tps, 850)
+        XCTAssertEqual(causeway.vsDirect ?? 0, 0.85, accuracy: 1e-9)
+        XCTAssertEqual(causeway.cpuUsPerTxn, 35)
+        XCTAssertEqual(causeway.failed, 1)
+        XCTAssertEqual(causeway.runs, 2)
+        let bouncer = try XCTUnwrap(r.rows.first { $0.arm == "pgbouncer-session" })
+        XCTAssertEqual(bouncer.vsCauseway ?? 0, 600.0 / 850, accuracy: 1e-9)
+        XCTAssertEqual(bouncer.cpuVsCauseway ?? 0, 50.0 / 35, accuracy: 1e-9)
+        XCTAssertNil(r.rows.first { $0.arm == "direct" }?.cpuUsPerTxn, "no proxy, no proxy CPU")
+        XCTAssertEqual(r.tools, ["pgbench", "causeway-bench"])
+        let table = r.table()
+        XCTAssertTrue(table.contains("pgbouncer-session"))
+        XCTAssertTrue(table.contains("0.71"), table)
+        let html = r.html()
+        XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 2)
+        XCTAssertFalse(html.contains("<script"))
+    }
+
+    func testBadLines() {
+        XCTAssertThrowsError(try CompareReport(parsing: "arm=x tps=1"))
+        XCTAssertThrowsError(try CompareReport(parsing: "arm=x tool=y tps=fast"))
+        XCTAssertThrowsError(try CompareReport(parsing: "nonsense"))
     }
 }

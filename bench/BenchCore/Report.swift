@@ -186,8 +186,11 @@ public struct BenchReport: Codable, Sendable, Equatable {
                         staleReads: t.stale, regressions: t.regressions, reconnects: stats.reconnects,
                         operationsPerSecond: Double(t.operations) / seconds, readsPerSecond: Double(t.reads) / seconds,
                         writesPerSecond: Double(t.writes) / seconds)
+        var all = stats.readLatency
+        all.add(stats.writeLatency)
         latency = [LatencySummary(kind: "read", histogram: stats.readLatency),
-                   LatencySummary(kind: "write", histogram: stats.writeLatency)]
+                   LatencySummary(kind: "write", histogram: stats.writeLatency),
+                   LatencySummary(kind: "all", histogram: all)]
         errors = stats.errorsByCode.map { ErrorCount(sqlstate: $0.key, count: $0.value.count, message: $0.value.message) }
             .sorted { ($0.count, $1.sqlstate) > ($1.count, $0.sqlstate) }
         // Every backend known from the labels appears, even with 0 reads: "no reads there" is a finding.

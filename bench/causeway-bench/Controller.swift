@@ -181,7 +181,9 @@ final class Controller {
         }
         injector?.start()
         let source: LagSampler.Source?
-        if let admin = plan.admin {
+        if !plan.sampleLag {
+            source = nil
+        } else if let admin = plan.admin {
             source = .admin(admin)
         } else {
             // Plain PostgreSQL: the server writes go to is the primary.

@@ -9,40 +9,40 @@ struct RunCommand: ParsableCommand {
         commandName: "run",
         abstract: "Run a verified read/write load and write a report.",
         discussion: """
-            TARGET. Either --url (Causeway, or one PostgreSQL server), or --write-url with --read-url
-            (a naive application setup: writes to the primary, reads from a replica). URLs are libpq
+            TARGET. Either --url (Causeway, or one PostgreSQL server), or --write-url with --read-url \
+            (a naive application setup: writes to the primary, reads from a replica). URLs are libpq \
             connection strings or URIs; PGPASSWORD and the other PG* variables apply.
 
-            WHAT EACH CLIENT DOES. Client n owns keys (n, 0..keys-1) in table --table, created anew
-            by the run. It picks an operation: a read with --read-percent probability, else a
-            write of the next value of its own counter to a random own key. Each write is followed
-            by --reads-after-write reads of that key, --read-delay apart; then --think before the
-            next pick (and --rate pacing, if given). Reads return the value, inet_server_port()
+            WHAT EACH CLIENT DOES. Client n owns keys (n, 0..keys-1) in table --table, created anew \
+            by the run. It picks an operation: a read with --read-percent probability, else a \
+            write of the next value of its own counter to a random own key. Each write is followed \
+            by --reads-after-write reads of that key, --read-delay apart; then --think before the \
+            next pick (and --rate pacing, if given). Reads return the value, inet_server_port() \
             and pg_is_in_recovery(), so every read says which server answered.
 
-            VERIFICATION. A read of an own key returning less than the client's last committed
-            write is a stale read (read-your-writes broken); a read returning less than a value the
-            client already read for that key is a regression (monotonic reads broken). Both are
-            counted per client and in total, and every one is timed for the report. Exit status 3
-            with --fail-on-stale when any happened; 130 when stopped by SIGINT/SIGTERM (the report
+            VERIFICATION. A read of an own key returning less than the client's last committed \
+            write is a stale read (read-your-writes broken); a read returning less than a value the \
+            client already read for that key is a regression (monotonic reads broken). Both are \
+            counted per client and in total, and every one is timed for the report. Exit status 3 \
+            with --fail-on-stale when any happened; 130 when stopped by SIGINT/SIGTERM (the report \
             is still written); 1 when the run could not start.
 
-            LAG TIMELINE. With --admin-url (Causeway's admin console, database causeway) SHOW
-            BACKENDS is sampled every --sample-interval; otherwise the servers are asked directly:
-            the write target for its WAL position and pg_stat_replication, each --replica for its
+            LAG TIMELINE. With --admin-url (Causeway's admin console, database causeway) SHOW \
+            BACKENDS is sampled every --sample-interval; otherwise the servers are asked directly: \
+            the write target for its WAL position and pg_stat_replication, each --replica for its \
             replay position (use --lag-user/--lag-password for a role allowed to see them).
 
-            LAG INJECTION. --lag-schedule 'replica1@2s-5s,replica2@6s+2s' pauses WAL replay on
-            replica1 from 2 s to 5 s and on replica2 from 6 s for 2 s (times from the start of the
-            load; 500ms, 2s, 1.5s, 1m). Replicas are reached by --replica NAME=CONNINFO, or by the
-            address SHOW BACKENDS gives for NAME, as --lag-user (default: the URL's user). Every
+            LAG INJECTION. --lag-schedule 'replica1@2s-5s,replica2@6s+2s' pauses WAL replay on \
+            replica1 from 2 s to 5 s and on replica2 from 6 s for 2 s (times from the start of the \
+            load; 500ms, 2s, 1.5s, 1m). Replicas are reached by --replica NAME=CONNINFO, or by the \
+            address SHOW BACKENDS gives for NAME, as --lag-user (default: the URL's user). Every \
             scheduled replica is resumed at the end of the run, on Ctrl-C and on SIGTERM.
 
-            OUTPUT. A table on stdout; report.html (self-contained, SVG charts) and report.json in
+            OUTPUT. A table on stdout; report.html (self-contained, SVG charts) and report.json in \
             --out; a progress line on stderr every second; log lines key=value on stderr.
 
-            WORKLOAD FILE (--workload FILE): `key = value` lines, optionally under [workload], with
-            the workload option names below (clients, duration, read_percent, protocol, …) and
+            WORKLOAD FILE (--workload FILE): `key = value` lines, optionally under [workload], with \
+            the workload option names below (clients, duration, read_percent, protocol, …) and \
             lag_schedule. Flags given on the command line override the file.
             """
     )
@@ -108,12 +108,14 @@ struct RunCommand: ParsableCommand {
     var lagPassword: String?
 
     // Output
-    @Option(help: ArgumentHelp("Directory for report.html and report.json (default ./causeway-bench-report).", valueName: "dir"))
+    @Option(help: ArgumentHelp("Directory for report.html and report.json.", valueName: "dir"))
     var out = "causeway-bench-report"
     @Flag(name: .customLong("fail-on-stale"), help: "Exit with status 3 when any stale read or regression was seen.")
     var failOnStale = false
     @Flag(help: "No progress line.")
     var quiet = false
+    @Flag(name: .customLong("no-lag-sampling"), help: "Do not sample lag (e.g. through a proxy that has no admin console).")
+    var noLagSampling = false
 
     func validate() throws {
         if url != nil && (writeURL != nil || readURL != nil) {
@@ -169,7 +171,7 @@ struct RunCommand: ParsableCommand {
         }
         return RunPlan(workload: w, write: try parse(url ?? writeURL ?? ""), read: try readURL.map(parse),
                        admin: try adminURL.map(parse), schedule: schedule, replicas: replicaList,
-                       lagUser: lagUser, lagPassword: lagPassword, quiet: quiet, startedAt: Date().ISO8601Format())
+                       lagUser: lagUser, lagPassword: lagPassword, sampleLag: !noLagSampling, quiet: quiet, startedAt: Date().ISO8601Format())
     }
 
     func run() throws {

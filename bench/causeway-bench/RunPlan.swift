@@ -14,6 +14,7 @@ struct RunPlan: Sendable {
     /// Credentials for superuser work on servers (lag injection and server-side sampling).
     var lagUser: String?
     var lagPassword: String?
+    var sampleLag: Bool
     var quiet: Bool
     var startedAt: String
 
