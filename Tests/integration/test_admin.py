@@ -149,6 +149,10 @@ def test_metrics_endpoint_exposes_backends_routing_and_connections(make_proxy):
     with proxy.connect() as conn:
         for _ in range(20):
             conn.execute("SELECT 1").fetchone()
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("SELECT * FROM no_such_table_for_metrics")
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("set causeway.min_lsn = 'half:a'")
         status, text = fetch(port, "/metrics")
         assert status == 200
         samples = parse_metrics(text)
@@ -157,6 +161,9 @@ def test_metrics_endpoint_exposes_backends_routing_and_connections(make_proxy):
             assert samples[("causeway_backend_up", f'backend="{name}",role="{role}"')] == 1
         assert samples[("causeway_routing_decisions_total", 'reason="read"')] >= 20
         assert samples[("causeway_client_connections", "")] >= 1
+        assert samples[("causeway_errors_total", 'source="server"')] >= 1
+        assert samples[("causeway_errors_total", 'source="proxy",sqlstate="22023"')] >= 1
+        assert ("causeway_config_generation", "") in samples
     status, _ = fetch(port, "/nothing-here")
     assert status == 404
 

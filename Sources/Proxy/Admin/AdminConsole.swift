@@ -143,6 +143,10 @@ struct AdminConsole {
     private func stats() -> ResultSet {
         var rows: [[String?]] = runtime.stats.routeCounts().map { ["route_\($0.0.rawValue)", String($0.1)] }
         rows.append(["retries", String(runtime.stats.retries.load(ordering: .relaxed))])
+        rows.append(["errors_from_servers", String(runtime.stats.serverErrors.load(ordering: .relaxed))])
+        for (sqlState, count) in runtime.stats.proxyErrorCounts() {
+            rows.append(["errors_from_proxy_\(sqlState)", String(count)])
+        }
         rows.append(["clients_connected", String(runtime.counters.clientConnections.load(ordering: .relaxed))])
         rows.append(["clients_total", String(runtime.stats.totalClients.load(ordering: .relaxed))])
         rows.append(["uptime_s", String(Int(Date().timeIntervalSince1970 - runtime.startedAt))])

@@ -56,6 +56,11 @@ enum MetricsText {
         }
         family("causeway_retries_total", "counter", "Replica reads re-run elsewhere without the client noticing.")
         sample("causeway_retries_total", [], String(runtime.stats.retries.load(ordering: .relaxed)))
+        family("causeway_errors_total", "counter", "ErrorResponses sent to clients: relayed from servers, or the proxy's own by SQLSTATE.")
+        sample("causeway_errors_total", [("source", "server")], String(runtime.stats.serverErrors.load(ordering: .relaxed)))
+        for (sqlState, count) in runtime.stats.proxyErrorCounts() {
+            sample("causeway_errors_total", [("source", "proxy"), ("sqlstate", sqlState)], String(count))
+        }
         family("causeway_config_generation", "gauge", "Configurations applied since start (0 = the one read at start; RELOAD and SIGHUP add one).")
         sample("causeway_config_generation", [], String(settings.generation))
         family("causeway_client_connections", "gauge", "Client connections now.")

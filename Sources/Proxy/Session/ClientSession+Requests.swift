@@ -360,7 +360,14 @@ extension ClientSession {
     }
 
     /// Answers a unit with an error without involving a server.
+    /// An error the proxy answers itself (counted for SHOW STATS and /metrics).
+    func encodeLocalError(_ error: ErrorFields, into writer: inout ByteWriter) {
+        worker.runtime.stats.countProxyError(error.sqlState)
+        BackendMessage.errorResponse(error).encode(into: &writer)
+    }
+
     private func refuse(_ unit: RequestUnit, _ error: ErrorFields) {
+        worker.runtime.stats.countProxyError(error.sqlState)
         var reply = [BackendMessage.errorResponse(error).encoded()]
         if unit.end == .flush {
             discardUntilSync = true
@@ -597,10 +604,10 @@ extension ClientSession {
             switch type {
             case FrontendMessage.TypeByte.parse:
                 if let name = try? reader.readCString(), command(of: name) == nil {
-                    BackendMessage.errorResponse(ErrorFields(
+                    encodeLocalError(ErrorFields(
                         severity: .error, sqlState: SQLState.featureNotSupported,
                         message: "causeway.* commands cannot share an extended-protocol batch with other statements",
-                        hint: "Send SET/SHOW causeway.* in a batch of its own.")).encode(into: &writer)
+                        hint: "Send SET/SHOW causeway.* in a batch of its own."), into: &writer)
                     failed = true
                 } else {
                     BackendMessage.parseComplete.encode(into: &writer)
@@ -621,8 +628,8 @@ extension ClientSession {
             case FrontendMessage.TypeByte.execute:
                 let portal = (try? reader.readCString()) ?? ""
                 guard let command = command(of: portals[portal] ?? "") else {
-                    BackendMessage.errorResponse(ErrorFields(severity: .error, sqlState: "34000",
-                                                             message: "portal \"\(portal)\" does not exist")).encode(into: &writer)
+                    encodeLocalError(ErrorFields(severity: .error, sqlState: "34000",
+                                                             message: "portal \"\(portal)\" does not exist"), into: &writer)
                     failed = true
                     continue
                 }
@@ -667,7 +674,7 @@ extension ClientSession {
             BackendMessage.commandComplete("SET").encode(into: &writer)
         case let .setToken(token):
             if let problem = acceptToken(token) {
-                BackendMessage.errorResponse(problem).encode(into: &writer)
+                encodeLocalError(problem, into: &writer)
             } else {
                 BackendMessage.commandComplete("SET").encode(into: &writer)
             }
@@ -694,7 +701,7 @@ extension ClientSession {
                 result.encodeRows(into: &writer)
             }
         case let .invalid(sqlState, message):
-            BackendMessage.errorResponse(ErrorFields(severity: .error, sqlState: sqlState, message: message)).encode(into: &writer)
+            encodeLocalError(ErrorFields(severity: .error, sqlState: sqlState, message: message), into: &writer)
         }
     }
 

@@ -81,6 +81,7 @@ extension ClientSession: ServerLinkDelegate {
     }
 
     private func refuseBlocked(_ unit: RequestUnit, _ error: ErrorFields) {
+        worker.runtime.stats.countProxyError(error.sqlState)
         var reply = RequestUnit()
         reply.localReply = [BackendMessage.errorResponse(error).encoded()]
         if unit.end == .flush {
@@ -129,6 +130,7 @@ extension ClientSession: ServerLinkDelegate {
         case let .clientReady(status):
             completeUnit(on: link, status: status)
         case let .clientError(body):
+            worker.runtime.stats.serverErrors.add(1, ordering: .relaxed)
             if let position = inFlight.firstIndex(where: { $0.link == link.backendIndex }) {
                 inFlight[position].unit.sawError = true
                 if holdingLink == link.backendIndex, inFlight[position].unit.retryUnit != nil,

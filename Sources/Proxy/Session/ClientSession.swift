@@ -198,6 +198,7 @@ final class ClientSession: StreamDelegate {
     /// Sends a final error to the client if it can be placed at a message boundary, then closes.
     func sendFatal(_ fields: ErrorFields) {
         guard phase != .finished else { return }
+        worker.runtime.stats.countProxyError(fields.sqlState)
         if phase != .relaying || links.values.allSatisfy({ $0.responses.isAtBoundary }) {
             client.write(BackendMessage.errorResponse(fields).encoded())
         }

@@ -16,7 +16,10 @@ public final class ProxyStats: Sendable {
     /// Indexed like `RouteReason.allCases`.
     private let reasons: [ReasonCounter]
     let retries = Atomic<Int>(0)
-    let clientErrors = Atomic<Int>(0)
+    /// ErrorResponses servers sent to clients (relayed as they were).
+    let serverErrors = Atomic<Int>(0)
+    /// ErrorResponses the proxy itself sent, by SQLSTATE (a refusal path, never the hot one).
+    private let proxyErrors = Mutex<[String: Int]>([:])
     let totalClients = Atomic<Int>(0)
     let authFailures = Atomic<Int>(0)
     private let clients = Mutex<[Int32: ClientInfo]>([:])
@@ -50,6 +53,14 @@ public final class ProxyStats: Sendable {
         if let position = RouteReason.allCases.firstIndex(of: reason) {
             reasons[position].count.add(1, ordering: .relaxed)
         }
+    }
+
+    func countProxyError(_ sqlState: String?) {
+        proxyErrors.withLock { $0[sqlState ?? "XX000", default: 0] += 1 }
+    }
+
+    func proxyErrorCounts() -> [(String, Int)] {
+        proxyErrors.withLock { $0.sorted { $0.key < $1.key } }
     }
 
     func routeCounts() -> [(RouteReason, Int)] {
