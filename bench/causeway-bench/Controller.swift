@@ -157,7 +157,7 @@ final class Controller {
                 let first = snapshots.compactMap(\.firstConnectError).first ?? "?"
                 let note = "\(failures) of \(plan.workload.clients) clients could not connect: \(first)"
                 notes.append(note)
-                log("event=connect_failures count=\(failures) first=\"\(first)\"")
+                log("event=connect_failures count=\(failures) first=\"\(first.quotesReplaced)\"")
                 if failures == plan.workload.clients { return abort(note) }
             }
             go()
@@ -256,7 +256,7 @@ final class Controller {
     private func abort(_ message: String) {
         guard fatal == nil else { return }
         fatal = message
-        log("level=error event=abort message=\"\(message)\"")
+        log("level=error event=abort message=\"\(message.quotesReplaced)\"")
         if !workers.isEmpty {
             for worker in workers {
                 worker.shared.send(.stop)
@@ -296,3 +296,8 @@ final class Controller {
 }
 
 let benchVersion = "0.1.0"
+
+extension String {
+    /// For a key="value" log field: inner double quotes become single ones.
+    var quotesReplaced: String { replacingOccurrences(of: "\"", with: "'") }
+}

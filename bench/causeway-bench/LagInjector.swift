@@ -131,7 +131,7 @@ final class LagInjector {
         let finished = { [unowned self] (failure: String?) in
             let event = LagEvent(tMs: clock(), replica: name, action: action.hasPrefix("resume") ? "resume" : "pause", ok: failure == nil, message: failure)
             events.append(event)
-            log("event=lag_\(event.action) replica=\(name) t_ms=\(Int(event.tMs)) ok=\(failure == nil)\(failure.map { " error=\"\($0)\"" } ?? "")")
+            log("event=lag_\(event.action) replica=\(name) t_ms=\(Int(event.tMs)) ok=\(failure == nil)\(failure.map { " error=\"\($0.quotesReplaced)\"" } ?? "")")
             busy.remove(name)
             done(failure == nil)
             drain(name)

@@ -317,6 +317,11 @@ final class PQClient {
     }
 
     fileprivate func pollFired(status: Int32, events: Int32) {
+        if status < 0 && phase == .connecting {
+            // A refused or reset connection: libpq's own message says it better than libuv's.
+            continueConnecting()
+            return
+        }
         guard status >= 0 else {
             fail(PQFailure(code: "connection", message: "socket error: \(uvError(status))", connectionLost: true))
             return
