@@ -35,7 +35,8 @@ test: deps build
 	@status=0; \
 	$(SWIFT) test || status=1; \
 	if [ -d Tests/integration ]; then \
-		CAUSEWAY_BIN="$(CURDIR)/.build/debug/causeway" $(PYTEST) -q Tests/integration; rc=$$?; \
+		CAUSEWAY_BIN="$(CURDIR)/.build/debug/causeway" CAUSEWAY_BENCH_BIN="$(CURDIR)/.build/debug/causeway-bench" \
+			$(PYTEST) -q Tests/integration; rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "pytest: no integration tests collected"; \
 		elif [ $$rc -ne 0 ]; then status=1; fi; \
 	else \
