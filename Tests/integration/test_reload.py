@@ -243,3 +243,24 @@ def test_pause_promote_resume_switches_writes_to_the_new_primary_with_zero_error
         assert duplicates == 0
     finally:
         sandbox_down(cluster)
+
+
+def test_a_transaction_open_on_a_removed_replica_finishes_there_then_the_session_moves(four_nodes, make_proxy_for):
+    cluster = four_nodes
+    proxy = make_proxy_for(cluster)
+    replicas = {node_port(cluster, name): name for name in ("replica1", "replica2", "replica3")}
+    with proxy.connect() as conn:
+        conn.execute("begin read only")
+        port = conn.execute("select inet_server_port()").fetchone()[0]
+        assert port in replicas
+        removed = replicas[port]
+        keep = [name for name in ("primary", "replica1", "replica2", "replica3") if name != removed]
+        write_config(proxy, keep_backends(proxy.config_path.read_text(), keep))
+        rows, _ = admin(proxy, "RELOAD")
+        assert ["removed", removed] == rows[0][:2]
+        # The open transaction goes on where it started, and commits.
+        assert conn.execute("select inet_server_port()").fetchone()[0] == port
+        conn.execute("commit")
+        wait_until(lambda: conn.execute("select inet_server_port()").fetchone()[0] != port, timeout=5,
+                   message="the session reads elsewhere after the transaction")
+    assert proxy.alive()

@@ -87,8 +87,11 @@ extension ClientSession {
     func releaseDrainingLinks(_ topology: Topology, _ settings: RuntimeSettings) {
         guard phase == .relaying, !isAdmin else { return }
         for (index, link) in links where topology.backend(at: index)?.draining == true || settings.isRemoved(index) {
+            // Pinned state (temp tables, advisory locks, LISTEN) lives on the primary's connection:
+            // closing it quietly would lose it, so such a session waits for the cut and is told.
             let busy = inFlight.contains { $0.link == index } || routing.transactionBackend == index
                 || boundLink == index || copyLink == index || holdingLink == index
+                || (index == primaryIndex && !pins.isEmpty)
             if !busy && link.isIdle {
                 dropLink(index, link)
             } else if worker.runtime.drainExpired(index) {

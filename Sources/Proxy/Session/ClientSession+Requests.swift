@@ -235,6 +235,7 @@ extension ClientSession {
                 || unit.classification?.leavesTransactionOpen == true {
                 if holdForPause(unit) { return }
             }
+            pauseDeadline = 0
             if let error = decision.error {
                 refuse(unit, ErrorFields(severity: .error, sqlState: error.sqlState, message: error.message))
                 return
@@ -308,6 +309,12 @@ extension ClientSession {
     }
 
     private func route(_ classification: Classification) -> RouteDecision {
+        // A transaction open on a backend a reload removed finishes there (the link closes at
+        // its boundary); the monitor's topology no longer lists that backend.
+        if routing.inTransaction, let index = routing.transactionBackend, worker.settings.isRemoved(index),
+           links[index] != nil {
+            return RouteDecision(target: index, isPrimary: index == primaryIndex, reason: .transaction)
+        }
         var topology = worker.topology
         if !unavailable.isEmpty && cw_monotonic_nanos() > unavailableUntil { unavailable.removeAll() }
         if !unavailable.isEmpty {

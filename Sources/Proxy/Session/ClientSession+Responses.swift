@@ -76,7 +76,9 @@ extension ClientSession: ServerLinkDelegate {
             }
             return
         }
-        markUnavailable(index)
+        // A server that ended an idle connection (idle_session_timeout, a restart) is not
+        // known to be down: the next unit simply opens a new connection.
+        if !link.endedWhileIdle { markUnavailable(index) }
         retryBlocked()
     }
 

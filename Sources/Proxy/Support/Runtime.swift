@@ -232,6 +232,11 @@ public final class ProxyRuntime: Sendable {
     func retire(backend index: Int) {
         let deadline = cw_monotonic_nanos() + UInt64(Self.removalGraceSeconds * 1e9)
         drainDeadlines.withLock { $0[index] = min($0[index] ?? .max, deadline) }
+        // A drain is by name: it must not carry over to a backend added later under that name.
+        if let name = settings.slots.indices.contains(index) ? settings.slots[index].name : nil,
+           settings.liveIndex(named: name) == nil {
+            monitor?.setDraining(name, false)
+        }
     }
 
     /// Whether a drain of `index` has run out of time (remaining connections are then cut).
