@@ -31,7 +31,7 @@ class Load:
     tags them on the servers), plus one writer; every error is kept."""
 
     def __init__(self, proxy, tag, readers=4, writer=True, reconnecting=0):
-        self.proxy, self.tag = proxy, tag
+        self.proxy, self.tag, self.has_writer = proxy, tag, writer
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self.ports: list[int] = []
@@ -71,8 +71,8 @@ class Load:
     def __enter__(self):
         for thread in self.threads:
             thread.start()
-        wait_until(lambda: len(self.ports) > 100 and (self.writes > 5 or not any(
-            t._target == self.write for t in self.threads)), timeout=20, message="load flowing")
+        wait_until(lambda: len(self.ports) > 100 and (self.writes > 5 or not self.has_writer),
+                   timeout=20, message="load flowing")
         return self
 
     def __exit__(self, *exc):

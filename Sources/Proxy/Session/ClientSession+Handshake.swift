@@ -100,10 +100,16 @@ extension ClientSession {
         perform(action)
     }
 
+    /// The consistency the configuration gives this user and database (RESET returns to it).
+    func configuredConsistency() -> ConsistencyMode {
+        let settings = worker.settings
+        let configured = settings.config.consistency(user: userName, database: database)
+        return ConsistencyMode(rawValue: configured.rawValue) ?? settings.policy.consistency
+    }
+
     /// `causeway.*` startup parameters: the session's consistency, route and token.
     private func applyStartupOptions(_ message: StartupMessage) -> ErrorFields? {
-        let configured = worker.settings.config.consistency(user: userName, database: database)
-        routing.consistency = ConsistencyMode(rawValue: configured.rawValue) ?? worker.settings.policy.consistency
+        routing.consistency = configuredConsistency()
         for (name, value) in message.parameters where name.hasPrefix("causeway.") {
             switch name {
             case "causeway.consistency":

@@ -247,7 +247,6 @@ extension ClientSession {
             }
             target = chosen
             reason = decision.reason
-            pauseDeadline = 0
         }
         // Responses must reach the client in request order: a unit for another server waits
         // until the servers ahead of it have answered.
@@ -689,8 +688,7 @@ extension ClientSession {
             switch setting {
             case .route: routing.hint = .auto
             case .consistency:
-                let configured = worker.settings.config.consistency(user: userName, database: database)
-                routing.consistency = ConsistencyMode(rawValue: configured.rawValue) ?? worker.settings.policy.consistency
+                routing.consistency = configuredConsistency()
             case .minLSN, .lsn: break
             }
             BackendMessage.commandComplete("RESET").encode(into: &writer)
