@@ -73,6 +73,25 @@ struct ResponseStreamTests {
         }
     }
 
+    @Test func aBatchEndedByTheProxyForwardsItsResponsesButNotItsReadyForQuery() throws {
+        // Parse/Describe + Flush from the client, then a Sync the proxy added: the client asked for
+        // the ParseComplete and descriptions, not for a ReadyForQuery.
+        let batch: [BackendMessage] = [.parseComplete, .parameterDescription([]), .noData]
+        let bytes = Self.encode(batch + [.readyForQuery(.idle)])
+        for chunk in 1...bytes.count {
+            let (forwarded, events) = try Self.run(bytes, chunk: chunk, expectations: [.batchEnd(tag: 4)])
+            #expect(forwarded == Self.encode(batch), "chunk \(chunk)")
+            #expect(events == ["done4"], "chunk \(chunk)")
+        }
+    }
+
+    @Test func aBatchEndAfterAClientRequestStillInFlightWaitsForItsReadyForQuery() throws {
+        let bytes = Self.encode(Self.clientResponse + [.parseComplete, .readyForQuery(.idle)])
+        let (forwarded, events) = try Self.run(bytes, chunk: 3, expectations: [.clientReadies(count: 1), .batchEnd(tag: 4)])
+        #expect(forwarded == Self.encode(Self.clientResponse + [.parseComplete]))
+        #expect(events == ["ready:I", "done4"])
+    }
+
     @Test func notificationsDuringAnInternalRequestStillReachTheClient() throws {
         let notice = BackendMessage.notification(processID: 1, channel: "ch", payload: "x")
         let bytes = Self.encode([Self.lsnResponse[0], notice] + Self.lsnResponse.dropFirst())

@@ -16,6 +16,9 @@ struct ResponseStream {
         /// Client requests already in flight ahead of a later internal one: forward through that
         /// many ReadyForQuery messages.
         case clientReadies(count: Int)
+        /// A Sync the proxy added to end a client's batch: forward the batch's responses, swallow
+        /// the ReadyForQuery the client did not ask for.
+        case batchEnd(tag: Int)
     }
 
     enum Event {
@@ -139,6 +142,9 @@ struct ResponseStream {
             return !(type == BackendMessage.TypeByte.parseComplete || type == BackendMessage.TypeByte.closeComplete)
         case .clientReadies:
             return true
+        case let .batchEnd(tag):
+            currentTag = tag
+            return type != BackendMessage.TypeByte.readyForQuery
         }
     }
 
@@ -176,6 +182,9 @@ struct ResponseStream {
             }
         case let .injectedCompletions(remaining):
             if remaining <= 1 { head += 1 } else { expectations[head] = .injectedCompletions(count: remaining - 1) }
+        case let .batchEnd(tag):
+            head += 1
+            onEvent(.internalDone(tag: tag, status: capturedStatus() ?? .idle))
         case .clientReadies:
             break
         }

@@ -1,14 +1,17 @@
 import CLibUV
 import Wire
 
-/// Sends one CancelRequest to a server on a fresh connection, as PostgreSQL requires, then closes.
+/// Sends one CancelRequest to a server on a fresh connection, as PostgreSQL requires, and reports
+/// when the server has closed that connection — by then the server has acted on the cancel.
 final class CancelForwarder: StreamDelegate {
     private let worker: Worker
     private let stream: Stream
     private let packet: [UInt8]
+    private var onDone: (() -> Void)?
 
-    init(worker: Worker, processID: Int32, secret: [UInt8]) {
+    init(worker: Worker, processID: Int32, secret: [UInt8], onDone: @escaping () -> Void) {
         self.worker = worker
+        self.onDone = onDone
         stream = Stream(worker: worker)
         packet = StartupPacket.cancelRequest(processID: processID, secret: secret).encoded()
         stream.delegate = self
@@ -21,8 +24,11 @@ final class CancelForwarder: StreamDelegate {
     }
 
     private func finish() {
+        guard let done = onDone else { return }
+        onDone = nil
         stream.close()
         worker.cancelForwarders.removeValue(forKey: ObjectIdentifier(self))
+        done()
     }
 
     func stream(_ stream: Stream, didConnectWith status: Int32) {
@@ -32,8 +38,7 @@ final class CancelForwarder: StreamDelegate {
             return
         }
         stream.write(packet)
-        stream.shutdownAndClose()
-        worker.cancelForwarders.removeValue(forKey: ObjectIdentifier(self))
+        stream.startReading()
     }
 
     func stream(_ stream: Stream, didRead bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer) -> Bool { false }

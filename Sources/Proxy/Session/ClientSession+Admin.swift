@@ -24,7 +24,7 @@ extension ClientSession {
                               ("standard_conforming_strings", "on"), ("application_name", startup?["application_name"] ?? "")] {
             BackendMessage.parameterStatus(name: name, value: value).encode(into: &writer)
         }
-        BackendMessage.backendKeyData(processID: id, secret: secret).encode(into: &writer)
+        BackendMessage.backendKeyData(processID: id, secret: cancelKey.secret).encode(into: &writer)
         BackendMessage.readyForQuery(.idle).encode(into: &writer)
         client.write(writer.bytes)
         saslFinal = nil
@@ -90,7 +90,7 @@ extension ClientSession {
             // Pinned state (temp tables, advisory locks, LISTEN) lives on the primary's connection:
             // closing it quietly would lose it, so such a session waits for the cut and is told.
             let busy = inFlight.contains { $0.link == index } || routing.transactionBackend == index
-                || boundLink == index || copyLink == index || holdingLink == index
+                || boundLink == index || holdingLink == index
                 || (index == primaryIndex && !pins.isEmpty)
             if !busy && link.isIdle {
                 dropLink(index, link)

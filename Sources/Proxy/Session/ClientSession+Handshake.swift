@@ -37,14 +37,18 @@ extension ClientSession {
             }
             client.write([UInt8(ascii: "N")])
         case let .cancelRequest(processID, secret):
-            if let target = worker.runtime.cancels.lookup(processID: processID, secret: secret) {
-                log.info("cancel_forwarded", ["session": processID, "backend": target.backend.config.name])
-                CancelForwarder(worker: worker, processID: target.processID, secret: target.secret)
-                    .start(address: target.backend.address)
-            } else {
-                log.debug("cancel_unknown_key", ["session": processID])
+            guard let target = worker.runtime.cancels.cancelTarget(processID: processID, secret: secret) else {
+                log.debug("cancel_not_forwarded", ["session": processID])
+                finish()
+                return
             }
-            finish()
+            log.info("cancel_forwarded", ["session": processID, "backend": target.backend.config.name])
+            // As with PostgreSQL, this connection closes only once the server has the cancel: a
+            // client that waits for that before its next statement (asyncpg does) must not have
+            // the late cancel land on it.
+            phase = .connecting
+            CancelForwarder(worker: worker, processID: target.processID, secret: target.secret) { [self] in finish() }
+                .start(address: target.backend.address)
         case let .startup(message):
             beginAuthentication(message)
         }
@@ -279,7 +283,7 @@ extension ClientSession {
             if name == "default_transaction_read_only" { routing.defaultTransactionReadOnly = value == "on" }
             BackendMessage.parameterStatus(name: name, value: value).encode(into: &writer)
         }
-        BackendMessage.backendKeyData(processID: id, secret: secret).encode(into: &writer)
+        BackendMessage.backendKeyData(processID: id, secret: cancelKey.secret).encode(into: &writer)
         BackendMessage.readyForQuery(greeting.status).encode(into: &writer)
         client.write(writer.bytes)
         saslFinal = nil
@@ -314,10 +318,9 @@ extension ClientSession {
 
     /// Cancel requests from this client go to whichever server runs its queries now.
     func pointCancelKey(at link: ServerLink) {
-        guard registeredCancelTarget != link.backendIndex else { return }
-        registeredCancelTarget = link.backendIndex
-        worker.runtime.cancels.register(processID: id, secret: secret, target: .init(
-            backend: link.backend, processID: link.greeting.processID, secret: link.greeting.secret))
+        guard cancelKeyTarget != link.backendIndex else { return }
+        cancelKeyTarget = link.backendIndex
+        cancelKey.point(at: .init(backend: link.backend, processID: link.greeting.processID, secret: link.greeting.secret))
     }
 }
 

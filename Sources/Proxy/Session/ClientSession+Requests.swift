@@ -9,6 +9,7 @@ extension ClientSession {
     static let settingsReplayTag = 1
     static let closeTag = 2
     static let lsnCaptureTag = 3
+    static let batchEndTag = 4
     static let lsnCaptureQuery = FrontendMessage.query("SELECT pg_catalog.pg_current_wal_insert_lsn()").encoded()
 
     func processInbound() {
@@ -26,6 +27,15 @@ extension ClientSession {
             } else {
                 handleClientMessage(frame.type, frame.body)
             }
+        }
+        // What has arrived of an unfinished batch goes now: PostgreSQL runs each Execute as it
+        // comes and flushes an error at once, and pipelining clients (libpq pipeline mode,
+        // asyncpg's executemany) wait for that before they send Sync.
+        if phase == .relaying && blockedUnit == nil && !isAdmin && !pendingUnit.isEmpty && !discardUntilSync {
+            pendingUnit.end = .partial
+            let unit = pendingUnit
+            pendingUnit = unit.continuation()
+            dispatch(unit)
         }
         updateClientReading()
     }
@@ -54,16 +64,17 @@ extension ClientSession {
         }
         switch type {
         case FrontendMessage.TypeByte.query:
-            if !pendingUnit.isEmpty { flushPendingAsBatch() }
+            let openBatchRan = startStandaloneUnit()
             var reader = ByteReader(body, messageType: type)
             let text = (try? reader.readCString()) ?? ""
             var unit = RequestUnit()
             unit.append(type, body)
             unit.end = .query
             unit.executes = true
+            unit.followsIdleBatch = !openBatchRan
             unit.classification = classify(text)
             if unit.classification?.isWrite == true { unit.mayStartCopy = Self.mentionsCopy(text) }
-            dispatch(unit)
+            dispatchInOrder(unit)
         case FrontendMessage.TypeByte.parse:
             var reader = ByteReader(body, messageType: type)
             guard let name = try? reader.readCString(), let query = try? reader.readCString(),
@@ -109,20 +120,26 @@ extension ClientSession {
             pendingUnit.append(type, body)
             pendingUnit.end = type == FrontendMessage.TypeByte.sync ? .sync : .flush
             let unit = pendingUnit
-            pendingUnit = RequestUnit()
+            pendingUnit = unit.end == .flush ? unit.continuation() : RequestUnit()
             dispatch(unit)
         case FrontendMessage.TypeByte.functionCall:
-            if !pendingUnit.isEmpty { flushPendingAsBatch() }
+            let openBatchRan = startStandaloneUnit()
             var unit = RequestUnit()
             unit.append(type, body)
             unit.end = .functionCall
             unit.executes = true
+            unit.followsIdleBatch = !openBatchRan
             // A function call by OID can do anything: treat it as a write.
             unit.classification = classify("SELECT causeway_function_call()")
             unit.forcePrimary = true
-            dispatch(unit)
+            dispatchInOrder(unit)
         case FrontendMessage.TypeByte.copyData, FrontendMessage.TypeByte.copyDone, FrontendMessage.TypeByte.copyFail:
-            forwardCopyMessage(type, body)
+            if pendingUnit.isEmpty {
+                forwardCopyMessage(type, body)
+            } else {
+                // COPY through the extended protocol: the data belongs to the batch being sent.
+                pendingUnit.append(type, body)
+            }
         case FrontendMessage.TypeByte.terminate:
             clientTerminated = true
             finish()
@@ -131,13 +148,47 @@ extension ClientSession {
         }
     }
 
-    /// A Query or FunctionCall arriving after Parse/Bind without Sync: the server would run the
-    /// earlier messages first, so they go out first, to the same place.
-    private func flushPendingAsBatch() {
-        pendingUnit.end = .flush
-        let unit = pendingUnit
+    /// A Query or FunctionCall arrives: what came before it of an extended batch without Sync
+    /// goes out first (the server runs messages in order). Returns whether that batch executed
+    /// anything — then the new unit belongs to its implicit transaction and follows it.
+    private func startStandaloneUnit() -> Bool {
+        let openBatchRan = pendingUnit.executes
+        if !pendingUnit.isEmpty {
+            pendingUnit.end = .partial
+            let unit = pendingUnit
+            dispatch(unit)
+        }
         pendingUnit = RequestUnit()
-        dispatch(unit)
+        return openBatchRan
+    }
+
+    /// Dispatches `unit`, or queues it behind a part of a batch that had to wait just now.
+    private func dispatchInOrder(_ unit: RequestUnit) {
+        if blockedUnit != nil {
+            unitBehindBlocked = unit
+        } else {
+            dispatch(unit)
+        }
+    }
+
+    /// A new query arrives while an extended batch that ran nothing (Parse/Describe and Flush,
+    /// as asyncpg prepares a statement) is open on a server without its Sync. The query is
+    /// routed on its own; the batch is ended on its server with a Sync whose ReadyForQuery the
+    /// client never asked for and does not get, and the query waits until that server's
+    /// responses are complete, so responses still reach the client in order.
+    private func endIdleBatch() {
+        guard let index = boundLink else { return }
+        boundLink = nil
+        guard let link = links[index] else { return }
+        link.send(FrontendMessage.sync.encoded())
+        link.expectInternal(.batchEnd(tag: Self.batchEndTag))
+        if let open = inFlight.lastIndex(where: { $0.link == index && $0.unit.open }) {
+            inFlight[open].unit.open = false
+            inFlight[open].unit.readies += 1
+        } else {
+            inFlight.append((index, UnitRecord(endsWithRollback: false, settingsInUnit: [], readies: 1)))
+        }
+        updateLinkReading()
     }
 
     private func noteUse(of statement: String) {
@@ -150,15 +201,14 @@ extension ClientSession {
         worker.classifications.classify(text, volatileFunctions: worker.topology.volatileFunctions)
     }
 
+    /// CopyData/CopyDone/CopyFail go to the server that was sent the statement before them —
+    /// at once, even before its CopyInResponse is back: clients such as asyncpg send the data
+    /// right behind the COPY. (A server not in copy mode ignores them, as the protocol says.)
     private func forwardCopyMessage(_ type: UInt8, _ body: ArraySlice<UInt8>) {
-        guard let index = copyLink, let link = links[index] else { return }
+        guard let index = lastLink, let link = links[index] else { return }
         var message = RequestUnit()
         message.append(type, body)
         link.send(message.bytes)
-        if type != FrontendMessage.TypeByte.copyData {
-            link.copyInActive = false
-            copyLink = nil
-        }
     }
 
     // MARK: - Dispatch
@@ -197,6 +247,7 @@ extension ClientSession {
         }
         let target: Int
         let reason: RouteReason
+        if boundLink != nil && unit.followsIdleBatch { endIdleBatch() }
         if let bound = boundLink {
             target = bound
             reason = .transaction
@@ -375,7 +426,7 @@ extension ClientSession {
     private func refuse(_ unit: RequestUnit, _ error: ErrorFields) {
         worker.runtime.stats.countProxyError(error.sqlState)
         var reply = [BackendMessage.errorResponse(error).encoded()]
-        if unit.end == .flush {
+        if unit.continuesBatch {
             discardUntilSync = true
         } else {
             reply.append(BackendMessage.readyForQuery(transactionStatus == .idle ? .idle : .failed).encoded())
@@ -402,6 +453,8 @@ extension ClientSession {
             if !settings.isEmpty {
                 out += FrontendMessage.query(settings.replaySQL).encoded()
                 link.expectInternal(.internalRequest(tag: Self.settingsReplayTag))
+                // A simple query destroys the server's unnamed statement: re-create it if used.
+                link.preparedStatements.remove("")
             }
             link.appliedSettingsVersion = settings.version
         }
@@ -452,7 +505,7 @@ extension ClientSession {
                 if !name.isEmpty { other.pendingCloses.append(name) }
             }
         }
-        if unit.end == .query { link.preparedStatements.remove("") }
+        if unit.end == .query || capture { link.preparedStatements.remove("") }
         if unit.executes, let classification = unit.classification {
             if classification.pinChanges.contains(where: { if case .unpin(.discardAll) = $0 { return true }; if case .unpin(.deallocateAll) = $0 { return true }; return false }) {
                 link.preparedStatements.removeAll()
@@ -460,11 +513,14 @@ extension ClientSession {
             pins = classification.applyingPinChanges(to: pins)
         }
 
-        if unit.readies > 0 {
+        let onReplica = link.backendIndex != currentPrimaryIndex()
+        if let open = inFlight.lastIndex(where: { $0.link == link.backendIndex && $0.unit.open }) {
+            // A later part of a batch already on its way there.
+            continueRecord(at: open, with: unit)
+        } else if unit.readies > 0 || (unit.end == .partial && onReplica) {
             var record = UnitRecord(endsWithRollback: unit.classification?.transaction == .rollback,
                                     settingsInUnit: unit.executes ? unit.classification?.sessionCommands ?? [] : [],
-                                    readies: unit.readies)
-            let onReplica = link.backendIndex != currentPrimaryIndex()
+                                    readies: unit.readies, open: unit.continuesBatch)
             if capture && worker.settings.reportLSN && inFlight.isEmpty && holdingLink == nil {
                 // The token must be readable when the commit returns: hold the responses until
                 // the LSN is in, then send the ParameterStatus just before ReadyForQuery.
@@ -473,6 +529,8 @@ extension ClientSession {
                 held.removeAll(keepingCapacity: true)
             } else if onReplica && inFlight.isEmpty && transactionStatus == .idle && boundLink == nil
                 && unit.end != .flush && !(unit.classification?.leavesTransactionOpen ?? false) {
+                // An autocommit read on a replica: keep a copy and hold its responses, so that a
+                // refusal (or a part of the batch that turns out to write) can re-run it elsewhere.
                 record.retryUnit = unit
                 holdingLink = link.backendIndex
                 held.removeAll(keepingCapacity: true)
@@ -483,9 +541,10 @@ extension ClientSession {
             }
             inFlight.append((link.backendIndex, record))
         }
-        boundLink = unit.end == .flush ? link.backendIndex : nil
+        boundLink = unit.continuesBatch ? link.backendIndex : nil
         lastLink = link.backendIndex
         pointCancelKey(at: link)
+        publishRunning()
         if link.backendIndex != primaryIndex && link.backendIndex != currentPrimaryIndex() {
             adoptReplica(link.backendIndex)
             // Monotonic reads: later reads must see at least what this one sees, which is at
@@ -499,6 +558,24 @@ extension ClientSession {
         let onPrimary = link.backendIndex == currentPrimaryIndex()
         worker.runtime.stats.countUnit(worker.settings.counters(link.backendIndex), isWrite: onPrimary && reason == .write, reason: reason)
         updateLinkReading()
+    }
+
+    /// Folds a later part of a batch into the record of its first part: the ReadyForQuery it
+    /// brings, and the retry copy (bounded; dropped when the client asks for output with Flush,
+    /// since the held responses must then reach it).
+    private func continueRecord(at position: Int, with unit: RequestUnit) {
+        inFlight[position].unit.open = unit.continuesBatch
+        if unit.readies > 0 {
+            inFlight[position].unit.readies += unit.readies
+            inFlight[position].unit.endsWithRollback = unit.classification?.transaction == .rollback
+            if unit.executes { inFlight[position].unit.settingsInUnit += unit.classification?.sessionCommands ?? [] }
+        }
+        guard let copy = inFlight[position].unit.retryUnit else { return }
+        if unit.end == .flush || copy.bytes.count + unit.bytes.count > Self.holdLimit {
+            releaseHeld(from: inFlight[position].link)
+        } else {
+            inFlight[position].unit.retryUnit!.absorb(unit)
+        }
     }
 
     /// Cheap and conservative: any mention of COPY (a false positive only delays an LSN capture).
@@ -520,6 +597,7 @@ extension ClientSession {
     /// Sends the LSN capture now (for a unit whose capture had to wait for its ReadyForQuery).
     func captureLSN(on link: ServerLink) {
         link.send(Self.lsnCaptureQuery)
+        link.preparedStatements.remove("")
         link.expectInternal(.internalRequest(tag: Self.lsnCaptureTag))
         lsnCapturePending = true
     }
@@ -532,7 +610,11 @@ extension ClientSession {
             return false
         }
         let classification = unit.classification
-        let writes = unit.forcePrimary || (classification?.isWrite(volatileFunctions: worker.topology.volatileFunctions) ?? false)
+        // Only what ran can have written: a Parse or Describe of an INSERT (psql's \gdesc,
+        // PQprepare) changes nothing, and a capture's simple query behind it would destroy the
+        // unnamed statement the client is about to bind.
+        let writes = unit.executes
+            && (unit.forcePrimary || (classification?.isWrite(volatileFunctions: worker.topology.volatileFunctions) ?? false))
         if transactionStatus == .idle {
             if classification?.leavesTransactionOpen ?? false {
                 if writes { transactionWrote = true }

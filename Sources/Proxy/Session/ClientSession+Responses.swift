@@ -19,7 +19,6 @@ extension ClientSession: ServerLinkDelegate {
             routing.stickyReplica = nil
         }
         if boundLink == index { boundLink = nil }
-        if copyLink == index { copyLink = nil }
         if let head = inFlight.first, head.link == index, inFlight.count == 1, holdingLink == index,
            let unit = head.unit.retryUnit {
             // Nothing of this read reached the client yet: run it somewhere else.
@@ -63,6 +62,16 @@ extension ClientSession: ServerLinkDelegate {
         }
         log.info("server_link_unavailable", ["session": id, "backend": link.backend.config.name,
                                              "during_login": duringLogin, "reason": error.message ?? ""])
+        if duringLogin && error.sqlState != SQLState.connectionFailure && index != currentPrimaryIndex() {
+            // A replica refused the login (a database it has not replayed yet, too many
+            // connections, still starting up): this session avoids it for a while and the unit
+            // is routed again; the client hears of it only if no other backend can serve it.
+            log.info("replica_login_refused", ["session": id, "backend": link.backend.config.name,
+                                               "sqlstate": error.sqlState ?? ""])
+            markUnavailable(index)
+            retryBlocked()
+            return
+        }
         if duringLogin && error.sqlState != SQLState.connectionFailure {
             // The server refused the login itself (e.g. too many connections): tell the client.
             var failure = error
@@ -135,9 +144,14 @@ extension ClientSession: ServerLinkDelegate {
             worker.runtime.stats.serverErrors.add(1, ordering: .relaxed)
             if let position = inFlight.firstIndex(where: { $0.link == link.backendIndex }) {
                 inFlight[position].unit.sawError = true
-                if holdingLink == link.backendIndex, inFlight[position].unit.retryUnit != nil,
-                   let body, Self.isRetryableOnPrimary(body) {
-                    inFlight[position].unit.retryElsewhere = true
+                if holdingLink == link.backendIndex, inFlight[position].unit.retryUnit != nil {
+                    if let body, Self.isRetryableOnPrimary(body) {
+                        inFlight[position].unit.retryElsewhere = true
+                    } else if !inFlight[position].unit.retryElsewhere {
+                        // No retry will hide this error: the client gets it now, as PostgreSQL
+                        // sends it, not when the batch's Sync comes (which may wait for it).
+                        releaseHeld(from: link.backendIndex)
+                    }
                 }
             }
         case let .internalMessage(tag, type, body):
@@ -150,11 +164,10 @@ extension ClientSession: ServerLinkDelegate {
                 log.warn(tag == Self.settingsReplayTag ? "settings_replay_failed" : "internal_request_failed",
                          ["session": id, "backend": link.backend.config.name, "message": text])
             }
-        case let .internalDone(tag, _):
+        case let .internalDone(tag, status):
             if tag == Self.lsnCaptureTag { lsnCaptured() }
-        case .copyInStarted:
-            copyLink = link.backendIndex
-        case .copyOutStarted, .fatalError:
+            if tag == Self.batchEndTag { completeUnit(on: link, status: status) }
+        case .copyInStarted, .copyOutStarted, .fatalError:
             break
         }
     }
@@ -212,6 +225,7 @@ extension ClientSession: ServerLinkDelegate {
             captureLSN(on: link)
         }
         if inFlight.isEmpty { updateLinkReading() }
+        publishRunning()
         retryBlocked()
         checkShutdown()
     }

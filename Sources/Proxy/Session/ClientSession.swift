@@ -10,8 +10,9 @@ import Wire
 final class ClientSession: StreamDelegate {
     enum Phase { case startup, authenticating, connecting, relaying, finished }
 
+    /// The session's process id (what BackendKeyData, SHOW CLIENTS and KILL show) and cancel key.
     let id: Int32
-    let secret: [UInt8]
+    let cancelKey: CancelRegistry.Key
     unowned let worker: Worker
     let client: Stream
     var phase = Phase.startup
@@ -29,7 +30,7 @@ final class ClientSession: StreamDelegate {
     var clientKey: [UInt8]?
     var saslFinal: [UInt8]?
     var countedAsClient = false
-    var registeredCancelTarget: Int?
+    var cancelKeyTarget: Int?
     var connectFailures: [String] = []
     var primaryLoginObserver: AnyObject?
     var isAdmin = false
@@ -50,7 +51,6 @@ final class ClientSession: StreamDelegate {
     var unitBehindBlocked: RequestUnit?
     /// After a Flush, the rest of the batch up to Sync must go to the same server.
     var boundLink: Int?
-    var copyLink: Int?
     var statements: [String: PreparedStatement] = [:]
     var settings = TrackedSettings()
     /// SETs run inside the current transaction: they stick only if it commits.
@@ -76,6 +76,8 @@ final class ClientSession: StreamDelegate {
         var endsWithRollback: Bool
         var settingsInUnit: [SessionCommand]
         var readies: Int
+        /// Its batch has not reached Sync yet: later parts join this record.
+        var open = false
         var sawError = false
         /// Kept for an autocommit read on a replica: if the replica refuses it (read-only,
         /// recovery conflict) or dies before anything reached the client, it is re-run elsewhere.
@@ -125,8 +127,8 @@ final class ClientSession: StreamDelegate {
     init(worker: Worker, client: Stream) {
         self.worker = worker
         self.client = client
-        id = worker.runtime.counters.makeSessionID()
-        secret = Crypto.randomBytes(4)
+        cancelKey = worker.runtime.cancels.issue()
+        id = cancelKey.processID
         log = worker.runtime.log("session")
     }
 
@@ -188,6 +190,11 @@ final class ClientSession: StreamDelegate {
         }
     }
 
+    /// Tells the cancel registry whether the client's work is on a server right now.
+    func publishRunning() {
+        cancelKey.setRunning(!inFlight.isEmpty || boundLink != nil)
+    }
+
     /// Nothing in flight, no open transaction, no half-sent batch.
     var isQuiet: Bool {
         !lsnCapturePending && inFlight.isEmpty && transactionStatus == .idle && blockedUnit == nil && unitBehindBlocked == nil
@@ -213,10 +220,8 @@ final class ClientSession: StreamDelegate {
         for link in links.values { link.close(sendTerminate: !clientTerminated) }
         links.removeAll()
         primaryLoginObserver = nil
-        if registeredCancelTarget != nil {
-            registeredCancelTarget = nil
-            worker.runtime.cancels.remove(processID: id, secret: secret)
-        }
+        cancelKey.setRunning(false)
+        worker.runtime.cancels.retire(cancelKey)
         if countedAsClient {
             countedAsClient = false
             worker.runtime.counters.clientConnections.subtract(1, ordering: .relaxed)

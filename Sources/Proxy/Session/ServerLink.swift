@@ -214,6 +214,7 @@ final class ServerLink: StreamDelegate {
                 switch event {
                 case let .clientReady(status):
                     transactionStatus = status
+                    copyInActive = false
                     if outstanding > 0 { outstanding -= 1 }
                 case let .internalDone(_, status):
                     transactionStatus = status

@@ -41,9 +41,16 @@ struct TrackedSettings {
 }
 
 /// The client messages that travel together to one server: a simple Query, a function call, or an
-/// extended-protocol batch up to Sync or Flush.
+/// extended-protocol batch up to Sync — or the part of a batch that has arrived so far (`flush`,
+/// `partial`): a batch is forwarded as it arrives, and its later parts follow to the same server.
 struct RequestUnit {
-    enum End { case query, sync, flush, functionCall }
+    enum End {
+        case query, sync, functionCall
+        /// A Flush: the client wants the responses so far, and the batch goes on.
+        case flush
+        /// The client's input ran out in the middle of a batch; the rest follows later.
+        case partial
+    }
 
     var bytes: [UInt8] = []
     var end: End = .sync
@@ -63,13 +70,44 @@ struct RequestUnit {
     var executes = false
     /// Uses a `causeway.*` command through the extended protocol (answered by the proxy).
     var usesCausewayCommand = false
+    /// A Query or FunctionCall that arrived while an extended batch that executed nothing was
+    /// open without Sync: it need not join that batch's server.
+    var followsIdleBatch = false
     /// Answered by the proxy itself, in order with the server responses before it.
     var localReply: [[UInt8]]?
 
     var isEmpty: Bool { bytes.isEmpty && localReply == nil }
 
+    /// The batch goes on after this part (Flush, or input that ran out before Sync).
+    var continuesBatch: Bool { end == .flush || end == .partial }
+
     /// ReadyForQuery messages the server will send for this unit.
-    var readies: Int { end == .flush ? 0 : 1 }
+    var readies: Int { continuesBatch ? 0 : 1 }
+
+    /// An empty unit for the rest of this batch, carrying what the batch's parts so far were: the
+    /// LSN capture at its Sync depends on whether any part executed a write.
+    func continuation() -> RequestUnit {
+        var next = RequestUnit()
+        next.classification = classification
+        next.executes = executes
+        next.mayStartCopy = mayStartCopy
+        next.usesCausewayCommand = usesCausewayCommand
+        return next
+    }
+
+    /// Appends a later part of the same batch (for a retry copy that must re-run it whole).
+    mutating func absorb(_ part: RequestUnit) {
+        bytes += part.bytes
+        end = part.end
+        parses += part.parses
+        for name in part.uses where !uses.contains(name) && !parses.contains(where: { $0.name == name }) {
+            uses.append(name)
+        }
+        closes += part.closes
+        if let other = part.classification { merge(other) }
+        executes = executes || part.executes
+        mayStartCopy = mayStartCopy || part.mayStartCopy
+    }
 
     mutating func append(_ type: UInt8, _ body: ArraySlice<UInt8>) {
         bytes.append(type)

@@ -33,49 +33,9 @@ public struct ProxyStartError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// Maps the cancel keys the proxy hands to clients onto the server that currently runs each
-/// client's queries. Shared by all workers: a CancelRequest arrives on a fresh connection that
-/// may land on any worker.
-public final class CancelRegistry: Sendable {
-    struct Target: Sendable {
-        var backend: ResolvedBackend
-        var processID: Int32
-        var secret: [UInt8]
-    }
-
-    private let targets = Mutex<[Int64: Target]>([:])
-
-    static func key(processID: Int32, secret: [UInt8]) -> Int64? {
-        guard secret.count == 4 else { return nil }
-        let secretValue = UInt32(secret[0]) << 24 | UInt32(secret[1]) << 16 | UInt32(secret[2]) << 8 | UInt32(secret[3])
-        return Int64(UInt32(bitPattern: processID)) << 32 | Int64(secretValue)
-    }
-
-    func register(processID: Int32, secret: [UInt8], target: Target) {
-        guard let key = Self.key(processID: processID, secret: secret) else { return }
-        targets.withLock { $0[key] = target }
-    }
-
-    func remove(processID: Int32, secret: [UInt8]) {
-        guard let key = Self.key(processID: processID, secret: secret) else { return }
-        _ = targets.withLock { $0.removeValue(forKey: key) }
-    }
-
-    func lookup(processID: Int32, secret: [UInt8]) -> Target? {
-        guard let key = Self.key(processID: processID, secret: secret) else { return nil }
-        return targets.withLock { $0[key] }
-    }
-}
-
 /// Process-wide counters; relaxed atomics because they are statistics, not synchronisation.
 public final class ProxyCounters: Sendable {
     let clientConnections = Atomic<Int>(0)
-    let nextSessionID = Atomic<Int32>(0)
-
-    func makeSessionID() -> Int32 {
-        let value = nextSessionID.add(1, ordering: .relaxed).newValue & 0x3fff_ffff
-        return value == 0 ? 1 : value
-    }
 }
 
 /// Everything the workers share: the settings snapshot a reload replaces, the monitor, and the
