@@ -1,8 +1,12 @@
 """Stopping the proxy: SIGTERM lets open transactions finish (bounded by --shutdown-timeout) and
 then disconnects with 57P01; SIGINT disconnects everyone at once. Each test has a proxy of its own."""
 
+import random
 import signal
 import socket
+import subprocess
+import threading
+import time
 
 import psycopg
 import pytest
@@ -155,3 +159,38 @@ def test_sigint_after_sigterm_escalates_to_an_immediate_stop(make_proxy, cluster
     wait_until(lambda: not cluster.backends_of(app_name), timeout=5, message="the server backends to go away")
     assert superuser.execute(f"select count(*) from {table}").fetchone()[0] == 0
     assert proxy.wait(timeout=10) == 0
+
+
+def _racing_login(port: int, delay: float):
+    time.sleep(delay)
+    try:
+        with Wire(port, timeout=5) as w:
+            w.login()
+            w.query("select 1")
+    except (OSError, EOFError, ServerError, AssertionError):
+        pass  # refused or cut by the shutdown: expected; only the proxy's exit is checked
+
+
+def test_sigterm_racing_logins_always_exits_within_the_timeout(make_proxy):
+    """Logins arriving 0–6 ms around SIGTERM, 200 times: every shutdown ends within its timeout
+    and releases the listening port."""
+    hung = []
+    for attempt in range(200):
+        proxy = make_proxy(args=["--shutdown-timeout", "2"])
+        threads = [threading.Thread(target=_racing_login, args=(proxy.port, random.uniform(0, 0.006)))
+                   for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(random.uniform(0, 0.006))
+        proxy.signal(signal.SIGTERM)
+        try:
+            proxy.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            hung.append(attempt)
+            proxy.stop()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert not proxy.accepts_tcp()
+        if hung:
+            break
+    assert hung == [], f"shutdown hung on attempt {hung[0]} of 200"

@@ -27,6 +27,8 @@ final class Stream {
     private(set) var isClosed = false
     private var wantsDrainNotice = false
     private var endReported = false
+    /// A connect is in flight: a shutdown now would wait for it and then never run.
+    private var isConnecting = false
 
     init(worker: Worker) {
         self.worker = worker
@@ -75,6 +77,7 @@ final class Stream {
     func connect(to address: UnsafePointer<sockaddr>) -> Int32 {
         let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
         let status = uv_tcp_connect(request, handle, address, streamConnectCallback)
+        isConnecting = status == 0
         if status != 0 { request.deallocate() }
         return status
     }
@@ -143,6 +146,14 @@ final class Stream {
     /// Flushes what is queued, then closes. For final error messages and cancel requests.
     func shutdownAndClose() {
         guard !isClosed else { return }
+        // libuv queues a shutdown behind a pending connect but, once connected with nothing to
+        // write, never runs it: the handle would stay open and keep its loop alive for ever
+        // (the SIGTERM hang when a session was cut while its server link was connecting).
+        // Nothing was sent on such a stream, so closing it at once loses nothing.
+        if isConnecting {
+            close()
+            return
+        }
         stopReading()
         let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
         if uv_shutdown(request, streamHandle, streamShutdownCallback) != 0 {
@@ -193,6 +204,8 @@ final class Stream {
     }
 
     fileprivate func didConnect(status: Int32) {
+        isConnecting = false
+        guard !isClosed else { return }
         delegate?.stream(self, didConnectWith: status)
     }
 
