@@ -12,7 +12,8 @@ struct ResponseStreamTests {
     }
 
     /// Feeds `bytes` in chunks; returns the forwarded bytes and the event kinds seen.
-    static func run(_ bytes: [UInt8], chunk: Int, expectations: [ResponseStream.Expectation])
+    static func run(_ bytes: [UInt8], chunk: Int, expectations: [ResponseStream.Expectation],
+                    notificationPID: (Int32) -> Int32? = { _ in nil })
         throws -> (forwarded: [UInt8], events: [String]) {
         var stream = ResponseStream()
         for expectation in expectations { stream.expect(expectation) }
@@ -21,9 +22,9 @@ struct ResponseStreamTests {
         var offset = 0
         while offset < bytes.count {
             let end = min(bytes.count, offset + chunk)
-            let piece = Array(bytes[offset..<end])
-            try piece.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) throws in
-                let ranges = try stream.process(buffer) { event in
+            var piece = Array(bytes[offset..<end])
+            try piece.withUnsafeMutableBytes { (buffer: UnsafeMutableRawBufferPointer) throws in
+                let ranges = try stream.process(buffer, notificationPID: notificationPID) { event in
                     switch event {
                     case let .clientReady(status): events.append("ready:\(Character(Unicode.Scalar(status.rawValue)))")
                     case let .internalMessage(tag, type, _): events.append("internal\(tag):\(Character(Unicode.Scalar(type)))")
@@ -34,6 +35,7 @@ struct ResponseStreamTests {
                     case .copyOutStarted: events.append("copyOut")
                     }
                 }
+                if let withheld = stream.takeWithheld() { forwarded += withheld }
                 if let ranges {
                     for range in ranges { forwarded += buffer[range] }
                 } else {
@@ -90,6 +92,33 @@ struct ResponseStreamTests {
         let (forwarded, events) = try Self.run(bytes, chunk: 3, expectations: [.clientReadies(count: 1), .batchEnd(tag: 4)])
         #expect(forwarded == Self.encode(Self.clientResponse + [.parseComplete]))
         #expect(events == ["ready:I", "done4"])
+    }
+
+    @Test func aNotificationCarriesTheSessionsPidAtEverySplit() throws {
+        let before = Self.clientResponse
+        let after: [BackendMessage] = [.commandComplete("NOTIFY"), .readyForQuery(.idle)]
+        let bytes = Self.encode(before + [.notification(processID: 7, channel: "chan", payload: "hello")] + after)
+        let expected = Self.encode(before + [.notification(processID: 4_194_305, channel: "chan", payload: "hello")] + after)
+        for chunk in 1...bytes.count {
+            let (forwarded, events) = try Self.run(bytes, chunk: chunk, expectations: [],
+                                                   notificationPID: { $0 == 7 ? 4_194_305 : nil })
+            #expect(forwarded == expected, "chunk \(chunk)")
+            #expect(events == ["ready:I", "ready:I"], "chunk \(chunk)")
+        }
+    }
+
+    @Test func aNotificationFromAServerNoSessionUsesIsForwardedAsItIs() throws {
+        let bytes = Self.encode([.notification(processID: 9, channel: "c", payload: ""), .readyForQuery(.idle)])
+        for chunk in 1...bytes.count {
+            let (forwarded, _) = try Self.run(bytes, chunk: chunk, expectations: [], notificationPID: { _ in nil })
+            #expect(forwarded == bytes, "chunk \(chunk)")
+        }
+    }
+
+    @Test func aNotificationTooShortForItsPidIsATypedError() {
+        // 'A', length 6: no room for a pid and two strings.
+        let bytes: [UInt8] = [0x41, 0, 0, 0, 6, 0, 0]
+        #expect(throws: WireError.self) { _ = try Self.run(bytes, chunk: 2, expectations: []) }
     }
 
     @Test func notificationsDuringAnInternalRequestStillReachTheClient() throws {

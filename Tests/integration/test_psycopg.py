@@ -122,9 +122,9 @@ def test_listen_notify_through_the_proxy(proxy, cluster, superuser):
         received = list(listener.notifies(timeout=5, stop_after=2))
         assert sorted(n.payload for n in received) == ["from the primary", "from the proxy"]
         assert all(n.channel == channel for n in received)
-        # Notifications name the sending server backends: the notifier's on the primary, and ours.
-        notifier_pids = {row["pid"] for row in cluster.backends_of(notifier_name) if row["port"] == cluster.primary_port}
-        assert {n.pid for n in received} == notifier_pids | {superuser.info.backend_pid}
+        # A notification names its sender as the sender's client knows it: the proxied notifier by
+        # the pid the proxy gave it, the direct connection by its server pid.
+        assert {n.pid for n in received} == {notifier.info.backend_pid, superuser.info.backend_pid}
         # A notification that arrives while the listener is busy with a query (which the proxy may
         # run on another server than the LISTEN) is delivered after that query's result.
         listener_name = listener.info.parameter_status("application_name")
@@ -149,6 +149,17 @@ def test_listen_notify_through_the_proxy(proxy, cluster, superuser):
         assert [n.payload for n in listener.notifies(timeout=5, stop_after=1)] == ["while busy"]
         # The listening session is still fine.
         assert listener.execute("select 1").fetchone()[0] == 1
+
+
+def test_a_sessions_own_notification_carries_its_own_pid(proxy):
+    # psycopg and asyncpg compare a notification's pid with the connection's to recognise their own.
+    channel = unique("self")
+    with proxy.connect() as conn:
+        conn.execute(f"listen {channel}")
+        conn.execute(f"notify {channel}, 'hello'")
+        received = list(conn.notifies(timeout=5, stop_after=1))
+        assert [(n.channel, n.payload) for n in received] == [(channel, "hello")]
+        assert received[0].pid == conn.info.backend_pid
 
 
 def test_notice_response_is_delivered(proxy):

@@ -5,6 +5,11 @@ import Wire
 /// statements, LSN captures) are swallowed; everything else is forwarded untouched. When nothing
 /// is swallowed in a chunk — the common case — the chunk is forwarded as it is, without a copy.
 ///
+/// A NotificationResponse carries the sending server backend's pid; clients compare it with the
+/// pid they were given (the proxy's), so the stream rewrites it in place through `notificationPID`.
+/// When a read ends inside the first nine bytes of one (type, length, pid), those bytes are
+/// withheld and handed back, rewritten, by `takeWithheld()` before the next read's bytes.
+///
 /// Pure value type: feed it bytes, it reports events and which byte ranges to forward.
 struct ResponseStream {
     enum Expectation: Equatable {
@@ -47,6 +52,12 @@ struct ResponseStream {
     private var capturing = false
     private var currentTag = -1
     private let captureLimit = 8192
+    /// Bytes of a NotificationResponse's type, length and pid seen so far while they straddle
+    /// reads (at most nine), and whether the current message is such a notification.
+    private var notificationHead: [UInt8] = []
+    private var inNotificationHead = false
+    private var withheld: [UInt8]?
+    static let notificationHeadLength = 9
     let maximumLength: Int
 
     init(maximumLength: Int = 1 << 30) {
@@ -65,9 +76,17 @@ struct ResponseStream {
         expectations.append(expectation)
     }
 
+    /// Bytes withheld from earlier reads that go to the client before this read's ranges.
+    mutating func takeWithheld() -> [UInt8]? {
+        defer { withheld = nil }
+        return withheld
+    }
+
     /// Processes `bytes`. Returns nil when the whole buffer is to be forwarded, otherwise the
-    /// ranges to forward (possibly empty).
-    mutating func process(_ bytes: UnsafeRawBufferPointer, onEvent: (Event) -> Void) throws(WireError) -> [Range<Int>]? {
+    /// ranges to forward (possibly empty). `notificationPID` maps a notifying server pid to the
+    /// pid the client knows (nil: leave it).
+    mutating func process(_ bytes: UnsafeMutableRawBufferPointer, notificationPID: (Int32) -> Int32? = { _ in nil },
+                          onEvent: (Event) -> Void) throws(WireError) -> [Range<Int>]? {
         var ranges: [Range<Int>]? = nil
         var forwardStart = 0
         var index = 0
@@ -88,6 +107,34 @@ struct ResponseStream {
                 capturing = !forwarding || type == BackendMessage.TypeByte.errorResponse
                     || type == BackendMessage.TypeByte.readyForQuery
                 capture.removeAll(keepingCapacity: true)
+                if forwarding && type == BackendMessage.TypeByte.notification {
+                    if count - index >= Self.notificationHeadLength {
+                        Self.rewritePID(in: bytes, at: index + 5, notificationPID)
+                    } else {
+                        // The pid is not all here: withhold the message's start until it is.
+                        inNotificationHead = true
+                        notificationHead.removeAll(keepingCapacity: true)
+                    }
+                }
+            }
+            if inNotificationHead {
+                let start = index
+                let take = min(Self.notificationHeadLength - notificationHead.count, count - index)
+                notificationHead.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[index..<(index + take)]))
+                if notificationHead.count < Self.notificationHeadLength {
+                    // Still short: everything of it in this read is withheld.
+                    skipRange(start, start + take)
+                    for offset in 0..<take { try advanceHeader(bytes[start + offset]) }
+                    index += take
+                    continue
+                }
+                // Complete: the withheld part goes out rewritten before this read's bytes, the
+                // rest of the nine is rewritten in place and forwarded with them.
+                inNotificationHead = false
+                notificationHead.withUnsafeMutableBytes { Self.rewritePID(in: $0, at: 5, notificationPID) }
+                let withheldCount = Self.notificationHeadLength - take
+                withheld = (withheld ?? []) + notificationHead[0..<withheldCount]
+                for offset in 0..<take { bytes[start + offset] = notificationHead[withheldCount + offset] }
             }
             if headerCount < 5 {
                 let start = index
@@ -193,6 +240,37 @@ struct ResponseStream {
     /// The status byte of a ReadyForQuery: the body is one byte, captured or not.
     private func capturedStatus() -> BackendMessage.TransactionStatus? {
         capture.first.flatMap(BackendMessage.TransactionStatus.init(rawValue:))
+    }
+
+    /// Feeds one header or body byte of a withheld notification head through the framing state.
+    private mutating func advanceHeader(_ byte: UInt8) throws(WireError) {
+        if headerCount < 5 {
+            setHeaderByte(headerCount, byte)
+            headerCount += 1
+            if headerCount == 5 {
+                let length = Int32(bitPattern: UInt32(headerBytes.1) << 24 | UInt32(headerBytes.2) << 16
+                    | UInt32(headerBytes.3) << 8 | UInt32(headerBytes.4))
+                // A pid and two strings at least.
+                guard length >= 10 else { throw .invalidLength(type: headerBytes.0, length: length) }
+                guard Int(length) <= maximumLength else {
+                    throw .oversized(type: headerBytes.0, length: Int(length), limit: maximumLength)
+                }
+                bodyRemaining = Int(length) - 4
+            }
+        } else if bodyRemaining > 0 {
+            bodyRemaining -= 1
+        }
+    }
+
+    private static func rewritePID(in bytes: UnsafeMutableRawBufferPointer, at offset: Int, _ map: (Int32) -> Int32?) {
+        let pid = Int32(bitPattern: UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16
+            | UInt32(bytes[offset + 2]) << 8 | UInt32(bytes[offset + 3]))
+        guard let mapped = map(pid) else { return }
+        let value = UInt32(bitPattern: mapped)
+        bytes[offset] = UInt8(value >> 24)
+        bytes[offset + 1] = UInt8(value >> 16 & 0xff)
+        bytes[offset + 2] = UInt8(value >> 8 & 0xff)
+        bytes[offset + 3] = UInt8(value & 0xff)
     }
 
     private mutating func setHeaderByte(_ position: Int, _ value: UInt8) {

@@ -246,7 +246,7 @@ extension ClientSession {
             worker.deriveScram(password: password, salt: salt, iterations: iterations)
         }
         return ServerLink(worker: worker, backend: backend, index: index, login: login,
-                          startupParameters: serverStartupParameters())
+                          startupParameters: serverStartupParameters(), clientProcessID: id)
     }
 
     private func serverStartupParameters() -> [(String, String)] {
@@ -344,7 +344,8 @@ private final class PrimaryLoginObserver: ServerLinkDelegate {
         session.primaryLoginFailed(link, error: error, remaining: remaining)
     }
 
-    func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?) -> Bool { false }
+    func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?,
+              withheld: [UInt8]?) -> Bool { false }
     func link(_ link: ServerLink, event: ResponseStream.Event) {}
     func linkDrained(_ link: ServerLink) {}
 }

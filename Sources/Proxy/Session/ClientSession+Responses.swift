@@ -104,8 +104,12 @@ extension ClientSession: ServerLinkDelegate {
         processInbound()
     }
 
-    func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?) -> Bool {
+    func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?,
+              withheld: [UInt8]?) -> Bool {
         guard phase == .relaying else { return false }
+        if let withheld {
+            if holdingLink == link.backendIndex { held += withheld } else { client.write(withheld) }
+        }
         if holdingLink == link.backendIndex {
             if let ranges {
                 for range in ranges { held.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[range])) }

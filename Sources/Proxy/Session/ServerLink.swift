@@ -8,7 +8,9 @@ protocol ServerLinkDelegate: AnyObject {
     func link(_ link: ServerLink, failed error: ErrorFields, duringLogin: Bool)
     /// Bytes for the client: the whole chunk (`ranges == nil`, ownership may be taken by returning
     /// true) or only some ranges of it.
-    func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?) -> Bool
+    /// `withheld`, when there is some, goes to the client before the chunk's bytes.
+    func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?,
+              withheld: [UInt8]?) -> Bool
     func link(_ link: ServerLink, event: ResponseStream.Event)
     func linkDrained(_ link: ServerLink)
 }
@@ -50,8 +52,14 @@ final class ServerLink: StreamDelegate {
     private var events: [ResponseStream.Event] = []
     private var spareEvents: [ResponseStream.Event] = []
 
-    init(worker: Worker, backend: ResolvedBackend, index: Int, login: ServerLogin, startupParameters: [(String, String)]) {
+    /// The pid the session's client knows (notifications from this server carry it).
+    private let clientProcessID: Int32
+    private var registeredServerProcess = false
+
+    init(worker: Worker, backend: ResolvedBackend, index: Int, login: ServerLogin, startupParameters: [(String, String)],
+         clientProcessID: Int32) {
         self.worker = worker
+        self.clientProcessID = clientProcessID
         self.backend = backend
         backendIndex = index
         self.login = login
@@ -100,6 +108,10 @@ final class ServerLink: StreamDelegate {
         }
         let wasConnected = phase != .connecting
         phase = .closed
+        if registeredServerProcess {
+            registeredServerProcess = false
+            worker.runtime.cancels.forgetServerProcess(backend: backendIndex, serverPID: greeting.processID)
+        }
         delegate = nil
         if sendTerminate && wasConnected && !terminated {
             terminated = true
@@ -187,6 +199,9 @@ final class ServerLink: StreamDelegate {
                 self.greeting = greeting
                 transactionStatus = greeting.status
                 phase = .ready
+                worker.runtime.cancels.noteServerProcess(backend: backendIndex, serverPID: greeting.processID,
+                                                         clientProcessID: clientProcessID)
+                registeredServerProcess = true
                 let leftover = decoder.takeRemainder()
                 delegate?.linkReady(self, greeting: greeting)
                 if !leftover.isEmpty, phase == .ready {
@@ -206,11 +221,15 @@ final class ServerLink: StreamDelegate {
 
     // MARK: Relay
 
+    private func notificationPID(_ serverPID: Int32) -> Int32? {
+        worker.runtime.cancels.clientProcessID(backend: backendIndex, serverPID: serverPID)
+    }
+
     private func relay(_ bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer) -> Bool {
         let wasIdle = isIdle && transactionStatus == .idle
         let ranges: [Range<Int>]?
         do {
-            ranges = try responses.process(bytes) { event in
+            ranges = try responses.process(UnsafeMutableRawBufferPointer(mutating: bytes), notificationPID: notificationPID) { event in
                 switch event {
                 case let .clientReady(status):
                     transactionStatus = status
@@ -246,7 +265,7 @@ final class ServerLink: StreamDelegate {
             events.removeAll(keepingCapacity: true)
             return false
         }
-        let taken = delegate.link(self, forward: bytes, chunk: chunk, ranges: ranges)
+        let taken = delegate.link(self, forward: bytes, chunk: chunk, ranges: ranges, withheld: responses.takeWithheld())
         if !events.isEmpty {
             // Swap buffers instead of copying: handlers may cause more events on this link.
             swap(&events, &spareEvents)

@@ -42,6 +42,9 @@ public final class CancelRegistry: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Server backends the sessions use, by (backend index, server pid): a NotificationResponse
+    /// from one of them carries its session's pid instead of the server's.
+    private let serverProcesses = Mutex<[Int64: Int32]>([:])
 
     public init() {}
 
@@ -71,6 +74,23 @@ public final class CancelRegistry: Sendable {
             return nil
         }
         return key.runningTarget
+    }
+
+    func noteServerProcess(backend: Int, serverPID: Int32, clientProcessID: Int32) {
+        serverProcesses.withLock { $0[Self.serverKey(backend, serverPID)] = clientProcessID }
+    }
+
+    func forgetServerProcess(backend: Int, serverPID: Int32) {
+        _ = serverProcesses.withLock { $0.removeValue(forKey: Self.serverKey(backend, serverPID)) }
+    }
+
+    /// The pid the client of the session using this server backend knows, if one does.
+    func clientProcessID(backend: Int, serverPID: Int32) -> Int32? {
+        serverProcesses.withLock { $0[Self.serverKey(backend, serverPID)] }
+    }
+
+    private static func serverKey(_ backend: Int, _ serverPID: Int32) -> Int64 {
+        Int64(backend) << 32 | Int64(UInt32(bitPattern: serverPID))
     }
 
     private static func after(_ processID: Int32) -> Int32 {
