@@ -1,9 +1,11 @@
-"""When and where the proxy logs in to servers for a client: a replica that refuses the login does
-not fail the client's statement."""
+"""When and where the proxy logs in to servers for a client: a login whose parameters were seen
+before opens no server connection (links open when a unit needs one), read-only clients log in
+while no primary is reachable, and a replica that refuses the login does not fail the statement."""
 
+import psycopg
 import pytest
 
-from conftest import sandbox_down, sandbox_up, unique
+from conftest import free_port, sandbox_down, sandbox_up, unique, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +34,32 @@ def test_a_database_the_replica_has_not_replayed_yet_is_served_by_the_primary(de
     finally:
         with cluster.superuser() as direct:
             direct.execute(f"drop database {name} with (force)")
+
+
+def test_a_repeated_login_opens_no_server_connection_until_a_query_needs_one(cluster, proxy):
+    name = unique("lazy")
+    with proxy.connect(application_name=name) as first:
+        greeted = dict(first.info.parameter_status(p) and (p, first.info.parameter_status(p))
+                       for p in ("server_version", "DateStyle", "TimeZone", "in_hot_standby", "application_name"))
+    wait_until(lambda: not cluster.backends_of(name), timeout=5, message="the first session's backends to go")
+    with proxy.connect(application_name=name) as second:
+        # Greeted like the first login, without a server connection of its own.
+        assert {p: second.info.parameter_status(p) for p in greeted} == greeted
+        assert greeted["in_hot_standby"] == "off"
+        assert cluster.backends_of(name) == []
+        assert second.execute("select 1").fetchone()[0] == 1
+        assert len(cluster.backends_of(name)) == 1
+
+
+def test_read_only_clients_log_in_while_no_primary_is_reachable(cluster, make_proxy):
+    closed_port = free_port()
+    proxy = make_proxy(edit=lambda text: text.replace(f"port = {cluster.primary_port}\n", f"port = {closed_port}\n"))
+    with proxy.connect(application_name=unique("noprimary")) as conn:
+        assert conn.info.parameter_status("in_hot_standby") is None  # never a replica's "on"
+        assert conn.execute("select inet_server_port()").fetchone()[0] in cluster.replica_ports
+        with pytest.raises(psycopg.OperationalError) as raised:
+            conn.execute("create table never_created (a int)")
+        assert raised.value.sqlstate == "08006"
+        assert "primary" in str(raised.value)
+        # The session goes on with reads.
+        assert conn.execute("select 2").fetchone()[0] == 2

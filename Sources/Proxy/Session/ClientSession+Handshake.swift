@@ -181,6 +181,13 @@ extension ClientSession {
                 beginAdminSession()
                 return
             }
+            if let parameters = worker.runtime.greetings.parameters(for: GreetingCache.key(serverStartupParameters())) {
+                // Greeted as the primary greeted the last login like this one; servers are
+                // logged in to when a unit needs them.
+                greet(parameters: parameters, notices: [], status: .idle)
+                log.info("session_started", ["session": id, "user": userName, "database": database, "backend": "none"])
+                return
+            }
             phase = .connecting
             connectToPrimary(candidates: nil)
         case let .reject(fields):
@@ -192,10 +199,12 @@ extension ClientSession {
 
     // MARK: - First login: the primary
 
-    /// The session greets its client with the primary's parameters, so it logs in there first.
-    /// Until the monitor has seen the cluster, candidates are tried in configuration order and a
-    /// standby (`in_hot_standby = on`) is skipped.
-    private func connectToPrimary(candidates: [Int]?) {
+    /// A login with startup parameters not seen before greets its client with the primary's
+    /// parameters, so it logs in there first. Until the monitor has seen the cluster, candidates
+    /// are tried in configuration order and a standby (`in_hot_standby = on`) is skipped. When no
+    /// primary can be reached, a replica's parameters (never its `in_hot_standby`) let the
+    /// client in for reads.
+    private func connectToPrimary(candidates: [Int]?, standbysToo: Bool = false) {
         var remaining: [Int]
         if let candidates {
             remaining = candidates
@@ -212,6 +221,15 @@ extension ClientSession {
                 remaining = worker.settings.primaryCandidateIndexes
             }
         }
+        if remaining.isEmpty && !standbysToo {
+            let topology = worker.topology
+            let replicas = topology.backends.filter { $0.role == .replica && $0.health == .up && !$0.draining }.map(\.index)
+            if !replicas.isEmpty {
+                log.info("login_without_primary", ["session": id, "reasons": connectFailures.joined(separator: "; ")])
+                connectToPrimary(candidates: replicas, standbysToo: true)
+                return
+            }
+        }
         guard !remaining.isEmpty else {
             let reasons = connectFailures.isEmpty ? "no backend is configured as primary or auto" : connectFailures.joined(separator: "; ")
             log.warn("no_primary_available", ["session": id, "reasons": reasons])
@@ -222,7 +240,7 @@ extension ClientSession {
         }
         let index = remaining.removeFirst()
         let link = makeLink(index)
-        let observer = PrimaryLoginObserver(session: self, remaining: remaining)
+        let observer = PrimaryLoginObserver(session: self, remaining: remaining, standbysToo: standbysToo)
         primaryLoginObserver = observer
         link.delegate = observer
         links[index] = link
@@ -262,9 +280,10 @@ extension ClientSession {
         return parameters
     }
 
-    fileprivate func primaryLoginFinished(_ link: ServerLink, greeting: ServerGreeting, remaining: [Int]) {
+    fileprivate func primaryLoginFinished(_ link: ServerLink, greeting: ServerGreeting, remaining: [Int], standbysToo: Bool) {
         guard phase == .connecting else { return }
-        if greeting.parameter("in_hot_standby") == "on" {
+        let standby = greeting.parameter("in_hot_standby") == "on"
+        if standby && !standbysToo {
             connectFailures.append("\(link.backend.label) is a standby")
             links.removeValue(forKey: link.backendIndex)
             link.close()
@@ -272,43 +291,77 @@ extension ClientSession {
             return
         }
         link.delegate = self
-        primaryIndex = link.backendIndex
-        countedOnPrimary = link.backendIndex
-        worker.settings.counters(link.backendIndex)?.sessions.add(1, ordering: .relaxed)
-        var writer = ByteWriter(capacity: 512)
-        if let saslFinal { BackendMessage.authentication(.saslFinal(saslFinal)).encode(into: &writer) }
-        BackendMessage.authentication(.ok).encode(into: &writer)
-        for notice in greeting.notices { BackendMessage.noticeResponse(notice).encode(into: &writer) }
-        for (name, value) in greeting.parameters {
-            if name == "default_transaction_read_only" { routing.defaultTransactionReadOnly = value == "on" }
-            BackendMessage.parameterStatus(name: name, value: value).encode(into: &writer)
+        var parameters = greeting.parameters
+        if standby {
+            // Only a primary's in_hot_standby is ever reported: a client told "on" would take
+            // the whole proxy for a read-only server.
+            parameters.removeAll { $0.0 == "in_hot_standby" }
+        } else {
+            worker.runtime.greetings.store(parameters, for: GreetingCache.key(serverStartupParameters()))
+            notePrimaryLink(link)
         }
-        BackendMessage.backendKeyData(processID: id, secret: cancelKey.secret).encode(into: &writer)
-        BackendMessage.readyForQuery(greeting.status).encode(into: &writer)
-        client.write(writer.bytes)
-        saslFinal = nil
-        transactionStatus = greeting.status
-        phase = .relaying
+        greet(parameters: parameters, notices: greeting.notices, status: greeting.status)
         pointCancelKey(at: link)
         log.info("session_started", ["session": id, "user": userName, "database": database,
                                      "backend": link.backend.config.name, "server_pid": greeting.processID])
+    }
+
+    /// The session's first link to the primary: counted in SHOW BACKENDS' sessions.
+    func notePrimaryLink(_ link: ServerLink) {
+        guard countedOnPrimary == nil else { return }
+        primaryIndex = link.backendIndex
+        countedOnPrimary = link.backendIndex
+        worker.settings.counters(link.backendIndex)?.sessions.add(1, ordering: .relaxed)
+    }
+
+    /// Ends the login: AuthenticationOk, the parameters, the proxy's own backend key, ready.
+    private func greet(parameters: [(String, String)], notices: [ErrorFields], status: BackendMessage.TransactionStatus) {
+        var writer = ByteWriter(capacity: 512)
+        if let saslFinal { BackendMessage.authentication(.saslFinal(saslFinal)).encode(into: &writer) }
+        BackendMessage.authentication(.ok).encode(into: &writer)
+        for notice in notices { BackendMessage.noticeResponse(notice).encode(into: &writer) }
+        for (name, value) in parameters {
+            if name == "default_transaction_read_only" { routing.defaultTransactionReadOnly = value == "on" }
+            BackendMessage.parameterStatus(name: name, value: value).encode(into: &writer)
+            reportedParameters[name] = value
+        }
+        BackendMessage.backendKeyData(processID: id, secret: cancelKey.secret).encode(into: &writer)
+        BackendMessage.readyForQuery(status).encode(into: &writer)
+        client.write(writer.bytes)
+        saslFinal = nil
+        transactionStatus = status
+        phase = .relaying
         let early = frontend.takeRemainder()
         if !early.isEmpty { inbound.append(early) }
         client.startReading()
         processInbound()
     }
 
-    fileprivate func primaryLoginFailed(_ link: ServerLink, error: ErrorFields, remaining: [Int]) {
+    /// A server the session starts using reports a parameter differently from what the client
+    /// was told (a role or database setting changed since the greeting was cached, another
+    /// server's configuration): the client hears the new value, as it would from PostgreSQL.
+    func reportParameterChanges(of link: ServerLink) {
+        let standby = link.greeting.parameter("in_hot_standby") == "on"
+        var writer = ByteWriter()
+        for (name, value) in link.greeting.parameters where reportedParameters[name] != value {
+            if standby && name == "in_hot_standby" { continue }
+            BackendMessage.parameterStatus(name: name, value: value).encode(into: &writer)
+            reportedParameters[name] = value
+        }
+        if !writer.bytes.isEmpty { client.write(writer.bytes) }
+    }
+
+    fileprivate func primaryLoginFailed(_ link: ServerLink, error: ErrorFields, remaining: [Int], standbysToo: Bool) {
         guard phase == .connecting else { return }
         links.removeValue(forKey: link.backendIndex)
         if error.sqlState == SQLState.connectionFailure && !remaining.isEmpty {
             connectFailures.append(error.message ?? link.backend.label)
-            connectToPrimary(candidates: remaining)
+            connectToPrimary(candidates: remaining, standbysToo: standbysToo)
             return
         }
         if error.sqlState == SQLState.connectionFailure, let message = error.message {
             connectFailures.append(message)
-            connectToPrimary(candidates: [])
+            connectToPrimary(candidates: [], standbysToo: standbysToo)
             return
         }
         log.warn("server_login_failed", ["session": id, "backend": link.backend.config.name,
@@ -328,20 +381,22 @@ extension ClientSession {
 private final class PrimaryLoginObserver: ServerLinkDelegate {
     unowned let session: ClientSession
     let remaining: [Int]
+    let standbysToo: Bool
 
-    init(session: ClientSession, remaining: [Int]) {
+    init(session: ClientSession, remaining: [Int], standbysToo: Bool) {
         self.session = session
         self.remaining = remaining
+        self.standbysToo = standbysToo
     }
 
     func linkReady(_ link: ServerLink, greeting: ServerGreeting) {
         session.primaryLoginObserver = nil
-        session.primaryLoginFinished(link, greeting: greeting, remaining: remaining)
+        session.primaryLoginFinished(link, greeting: greeting, remaining: remaining, standbysToo: standbysToo)
     }
 
     func link(_ link: ServerLink, failed error: ErrorFields, duringLogin: Bool) {
         session.primaryLoginObserver = nil
-        session.primaryLoginFailed(link, error: error, remaining: remaining)
+        session.primaryLoginFailed(link, error: error, remaining: remaining, standbysToo: standbysToo)
     }
 
     func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?,

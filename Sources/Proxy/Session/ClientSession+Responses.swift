@@ -6,6 +6,10 @@ import Wire
 /// Responses coming back from server links, and links going away.
 extension ClientSession: ServerLinkDelegate {
     func linkReady(_ link: ServerLink, greeting: ServerGreeting) {
+        if greeting.parameter("in_hot_standby") != "on" && link.backendIndex == currentPrimaryIndex() {
+            notePrimaryLink(link)
+        }
+        reportParameterChanges(of: link)
         updateLinkReading()
         retryBlocked()
     }

@@ -34,6 +34,8 @@ final class ClientSession: StreamDelegate {
     var connectFailures: [String] = []
     var primaryLoginObserver: AnyObject?
     var isAdmin = false
+    /// The parameter values the client was last told (ParameterStatus), by name.
+    var reportedParameters: [String: String] = [:]
     /// Counted in the primary's session figure (SHOW BACKENDS).
     var countedOnPrimary: Int?
 

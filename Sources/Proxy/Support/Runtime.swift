@@ -46,6 +46,7 @@ public final class ProxyRuntime: Sendable {
     /// known one, including getting the same salt on every attempt.
     private let mockSaltKey = Crypto.randomBytes(32)
     let cancels = CancelRegistry()
+    let greetings = GreetingCache()
     let counters = ProxyCounters()
     public let stats: ProxyStats
     /// When the process started, for uptime figures.
