@@ -139,6 +139,12 @@ GARBAGE_AFTER_LOGIN = {
     "length 2 GiB": b"Q" + struct.pack("!I", 0x7FFFFFFF) + b"select 1",
     "unknown message type": message(b"z", b"junk"),
     "NUL byte type": message(b"\0"),
+    # Damaged extended-protocol messages are refused, never read as the unnamed statement.
+    "Bind without its statement name": message(b"B", b"portal\0"),
+    "Bind whose value runs past the end": message(b"B", b"\0\0" + struct.pack("!hhi", 0, 1, 9) + b"x"),
+    "Describe of an unknown kind": message(b"D", b"Xname\0"),
+    "Close without a name": message(b"C", b"S"),
+    "Execute without its row limit": message(b"E", b"\0"),
 }
 
 

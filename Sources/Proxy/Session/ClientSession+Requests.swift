@@ -24,20 +24,47 @@ extension ClientSession {
             guard let frame else { break }
             if isAdmin {
                 handleAdminMessage(frame.type, frame.body)
-            } else {
-                handleClientMessage(frame.type, frame.body)
+                continue
+            }
+            let request: FrontendRequest
+            do {
+                request = try FrontendRequest.decode(type: frame.type, body: frame.body)
+            } catch {
+                sendFatal(ClientAuthenticator.protocolViolation("invalid message from client: \(error)"))
+                return
+            }
+            let (first, second) = requests.receive(request, type: frame.type, body: frame.body, context: requestContext)
+            if let first { perform(first, frame.type, frame.body) }
+            if let second {
+                if case let .unit(unit) = second, blockedUnit != nil {
+                    // What was pending of a batch had to wait: the Query or FunctionCall follows it.
+                    unitBehindBlocked = unit
+                } else {
+                    perform(second, frame.type, frame.body)
+                }
             }
         }
-        // What has arrived of an unfinished batch goes now: PostgreSQL runs each Execute as it
-        // comes and flushes an error at once, and pipelining clients (libpq pipeline mode,
-        // asyncpg's executemany) wait for that before they send Sync.
-        if phase == .relaying && blockedUnit == nil && !isAdmin && !pendingUnit.isEmpty && !discardUntilSync {
-            pendingUnit.end = .partial
-            let unit = pendingUnit
-            pendingUnit = unit.continuation()
-            dispatch(unit)
+        if phase == .relaying && blockedUnit == nil && !isAdmin, let part = requests.inputEnded() {
+            dispatch(part)
         }
         updateClientReading()
+    }
+
+    private func perform(_ output: RequestAssembler.Output, _ type: UInt8, _ body: ArraySlice<UInt8>) {
+        switch output {
+        case let .unit(unit):
+            dispatch(unit)
+        case .copy:
+            forwardCopyMessage(type, body)
+        case .syncAfterRefusal:
+            var unit = RequestUnit()
+            unit.end = .sync
+            unit.localReply = [BackendMessage.readyForQuery(transactionStatus).encoded()]
+            dispatch(unit)
+        case .terminate:
+            clientTerminated = true
+            finish()
+        }
     }
 
     /// Reads from the client only while its input can go somewhere.
@@ -48,126 +75,6 @@ extension ClientSession {
             client.stopReading()
         } else {
             client.startReading()
-        }
-    }
-
-    private func handleClientMessage(_ type: UInt8, _ body: ArraySlice<UInt8>) {
-        if discardUntilSync {
-            if type == FrontendMessage.TypeByte.sync {
-                discardUntilSync = false
-                var unit = RequestUnit()
-                unit.end = .sync
-                unit.localReply = [BackendMessage.readyForQuery(transactionStatus).encoded()]
-                dispatch(unit)
-            }
-            return
-        }
-        switch type {
-        case FrontendMessage.TypeByte.query:
-            let openBatchRan = startStandaloneUnit()
-            var reader = ByteReader(body, messageType: type)
-            let text = (try? reader.readCString()) ?? ""
-            var unit = RequestUnit()
-            unit.append(type, body)
-            unit.end = .query
-            unit.executes = true
-            unit.followsIdleBatch = !openBatchRan
-            unit.classification = classify(text)
-            if unit.classification?.isWrite == true { unit.mayStartCopy = Self.mentionsCopy(text) }
-            dispatchInOrder(unit)
-        case FrontendMessage.TypeByte.parse:
-            var reader = ByteReader(body, messageType: type)
-            guard let name = try? reader.readCString(), let query = try? reader.readCString(),
-                  let count = try? reader.readInt16() else {
-                sendFatal(ClientAuthenticator.protocolViolation("malformed Parse message"))
-                return
-            }
-            var types: [UInt32] = []
-            for _ in 0..<Int(UInt16(bitPattern: count)) {
-                guard let oid = try? reader.readInt32() else {
-                    sendFatal(ClientAuthenticator.protocolViolation("malformed Parse message"))
-                    return
-                }
-                types.append(UInt32(bitPattern: oid))
-            }
-            let classification = classify(query)
-            if classification.isWrite && Self.mentionsCopy(query) { pendingUnit.mayStartCopy = true }
-            pendingUnit.parses.append((name, PreparedStatement(query: query, parameterTypes: types, classification: classification)))
-            pendingUnit.merge(classification)
-            pendingUnit.append(type, body)
-        case FrontendMessage.TypeByte.bind:
-            var reader = ByteReader(body, messageType: type)
-            _ = try? reader.readCString()
-            let statement = (try? reader.readCString()) ?? ""
-            noteUse(of: statement)
-            pendingUnit.append(type, body)
-        case FrontendMessage.TypeByte.describe, FrontendMessage.TypeByte.close:
-            var reader = ByteReader(body, messageType: type)
-            let kind = try? reader.readUInt8()
-            let name = (try? reader.readCString()) ?? ""
-            if kind == FrontendMessage.ObjectKind.statement.rawValue {
-                if type == FrontendMessage.TypeByte.describe {
-                    noteUse(of: name)
-                } else {
-                    pendingUnit.closes.append(name)
-                }
-            }
-            pendingUnit.append(type, body)
-        case FrontendMessage.TypeByte.execute:
-            pendingUnit.executes = true
-            pendingUnit.append(type, body)
-        case FrontendMessage.TypeByte.flush, FrontendMessage.TypeByte.sync:
-            pendingUnit.append(type, body)
-            pendingUnit.end = type == FrontendMessage.TypeByte.sync ? .sync : .flush
-            let unit = pendingUnit
-            pendingUnit = unit.end == .flush ? unit.continuation() : RequestUnit()
-            dispatch(unit)
-        case FrontendMessage.TypeByte.functionCall:
-            let openBatchRan = startStandaloneUnit()
-            var unit = RequestUnit()
-            unit.append(type, body)
-            unit.end = .functionCall
-            unit.executes = true
-            unit.followsIdleBatch = !openBatchRan
-            // A function call by OID can do anything: treat it as a write.
-            unit.classification = classify("SELECT causeway_function_call()")
-            unit.forcePrimary = true
-            dispatchInOrder(unit)
-        case FrontendMessage.TypeByte.copyData, FrontendMessage.TypeByte.copyDone, FrontendMessage.TypeByte.copyFail:
-            if pendingUnit.isEmpty {
-                forwardCopyMessage(type, body)
-            } else {
-                // COPY through the extended protocol: the data belongs to the batch being sent.
-                pendingUnit.append(type, body)
-            }
-        case FrontendMessage.TypeByte.terminate:
-            clientTerminated = true
-            finish()
-        default:
-            sendFatal(ClientAuthenticator.protocolViolation("invalid frontend message type \(WireError.printable(type))"))
-        }
-    }
-
-    /// A Query or FunctionCall arrives: what came before it of an extended batch without Sync
-    /// goes out first (the server runs messages in order). Returns whether that batch executed
-    /// anything — then the new unit belongs to its implicit transaction and follows it.
-    private func startStandaloneUnit() -> Bool {
-        let openBatchRan = pendingUnit.executes
-        if !pendingUnit.isEmpty {
-            pendingUnit.end = .partial
-            let unit = pendingUnit
-            dispatch(unit)
-        }
-        pendingUnit = RequestUnit()
-        return openBatchRan
-    }
-
-    /// Dispatches `unit`, or queues it behind a part of a batch that had to wait just now.
-    private func dispatchInOrder(_ unit: RequestUnit) {
-        if blockedUnit != nil {
-            unitBehindBlocked = unit
-        } else {
-            dispatch(unit)
         }
     }
 
@@ -191,13 +98,7 @@ extension ClientSession {
         updateLinkReading()
     }
 
-    private func noteUse(of statement: String) {
-        if pendingUnit.parses.contains(where: { $0.name == statement }) { return }
-        if !pendingUnit.uses.contains(statement) { pendingUnit.uses.append(statement) }
-        if let known = statements[statement] { pendingUnit.merge(known.classification) }
-    }
-
-    private func classify(_ text: String) -> Classification {
+    func classify(_ text: String) -> Classification {
         worker.classifications.classify(text, volatileFunctions: worker.topology.volatileFunctions)
     }
 
@@ -427,7 +328,7 @@ extension ClientSession {
         worker.runtime.stats.countProxyError(error.sqlState)
         var reply = [BackendMessage.errorResponse(error).encoded()]
         if unit.continuesBatch {
-            discardUntilSync = true
+            requests.discardUntilSync()
         } else {
             reply.append(BackendMessage.readyForQuery(transactionStatus == .idle ? .idle : .failed).encoded())
         }
@@ -576,22 +477,6 @@ extension ClientSession {
         } else {
             inFlight[position].unit.retryUnit!.absorb(unit)
         }
-    }
-
-    /// Cheap and conservative: any mention of COPY (a false positive only delays an LSN capture).
-    static func mentionsCopy(_ text: String) -> Bool {
-        var state = 0
-        for byte in text.utf8 {
-            switch (state, byte | 0x20) {
-            case (0, UInt8(ascii: "c")): state = 1
-            case (1, UInt8(ascii: "o")): state = 2
-            case (2, UInt8(ascii: "p")): state = 3
-            case (3, UInt8(ascii: "y")): return true
-            case (_, UInt8(ascii: "c")): state = 1
-            default: state = 0
-            }
-        }
-        return false
     }
 
     /// Sends the LSN capture now (for a unit whose capture had to wait for its ReadyForQuery).

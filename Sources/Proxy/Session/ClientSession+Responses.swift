@@ -99,8 +99,8 @@ extension ClientSession: ServerLinkDelegate {
         worker.runtime.stats.countProxyError(error.sqlState)
         var reply = RequestUnit()
         reply.localReply = [BackendMessage.errorResponse(error).encoded()]
-        if unit.end == .flush {
-            discardUntilSync = true
+        if unit.continuesBatch {
+            requests.discardUntilSync()
         } else {
             reply.localReply!.append(BackendMessage.readyForQuery(transactionStatus).encoded())
         }

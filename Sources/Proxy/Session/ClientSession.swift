@@ -45,7 +45,10 @@ final class ClientSession: StreamDelegate {
 
     // Request assembly (after login).
     var inbound = MessageFramer(maximumLength: 1 << 30)
-    var pendingUnit = RequestUnit()
+    var requests = RequestAssembler()
+    lazy var requestContext = RequestAssembler.Context(
+        classify: { [unowned self] in classify($0) },
+        statement: { [unowned self] in statements[$0] })
     /// A unit that could not be sent yet (its link is connecting, or another link still owes
     /// responses); no further client input is processed until it goes.
     var blockedUnit: RequestUnit?
@@ -64,7 +67,6 @@ final class ClientSession: StreamDelegate {
     /// reach the client now.
     var inFlight: [(link: Int, unit: UnitRecord)] = []
     var clientTerminated = false
-    var discardUntilSync = false
     var transactionFailed = false
     var lastLink: Int?
     /// Backends this session just failed to reach; avoided for a short while even if the
@@ -200,7 +202,7 @@ final class ClientSession: StreamDelegate {
     /// Nothing in flight, no open transaction, no half-sent batch.
     var isQuiet: Bool {
         !lsnCapturePending && inFlight.isEmpty && transactionStatus == .idle && blockedUnit == nil && unitBehindBlocked == nil
-            && pendingUnit.isEmpty
+            && requests.pending.isEmpty
             && links.values.allSatisfy { $0.isIdle }
     }
 

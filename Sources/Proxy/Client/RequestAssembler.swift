@@ -1,0 +1,140 @@
+import Router
+import Wire
+
+/// Cuts the client's message stream after login into request units: a simple Query, a
+/// FunctionCall, or an extended-protocol batch up to Sync — forwarded in parts as it arrives
+/// (up to a Flush, or up to where the client's input ran out), each later part following the
+/// first to the same server. Pure: decoded messages in, units out; routing and sending are the
+/// session's.
+struct RequestAssembler {
+    enum Output {
+        /// A unit, or the part of a batch that has arrived, to route and send.
+        case unit(RequestUnit)
+        /// CopyData/CopyDone/CopyFail outside a batch: for the server that runs the client's COPY.
+        case copy
+        /// The Sync that ends a batch the proxy refused: answer it with ReadyForQuery.
+        case syncAfterRefusal
+        case terminate
+    }
+
+    /// What the assembler needs to know of the session.
+    struct Context {
+        /// The Router's classification of a statement text.
+        var classify: (String) -> Classification
+        /// A prepared statement the client defined earlier in the session.
+        var statement: (String) -> PreparedStatement?
+    }
+
+    private(set) var pending = RequestUnit()
+    /// After the proxy refused part of a batch, the server would skip to Sync: so does the proxy.
+    private(set) var discardingUntilSync = false
+
+    /// The client's batch that the proxy refused: the rest up to Sync is dropped.
+    mutating func discardUntilSync() {
+        discardingUntilSync = true
+        pending = RequestUnit()
+    }
+
+    /// One message (already validated by Wire); at most two outputs: what was pending of a
+    /// batch, then a Query or FunctionCall behind it.
+    mutating func receive(_ request: FrontendRequest, type: UInt8, body: ArraySlice<UInt8>,
+                          context: Context) -> (Output?, Output?) {
+        if discardingUntilSync {
+            guard request == .sync else { return (nil, nil) }
+            discardingUntilSync = false
+            return (.syncAfterRefusal, nil)
+        }
+        switch request {
+        case let .query(text):
+            var unit = standalone(type, body, end: .query)
+            unit.classification = context.classify(text)
+            if unit.classification?.isWrite == true { unit.mayStartCopy = Self.mentionsCopy(text) }
+            return (takePartial(), .unit(unit))
+        case .functionCall:
+            var unit = standalone(type, body, end: .functionCall)
+            unit.classification = Router.functionCallClassification
+            unit.forcePrimary = true
+            return (takePartial(), .unit(unit))
+        case let .parse(name, query, types):
+            let classification = context.classify(query)
+            if classification.isWrite && Self.mentionsCopy(query) { pending.mayStartCopy = true }
+            pending.parses.append((name, PreparedStatement(query: query, parameterTypes: types, classification: classification)))
+            pending.merge(classification)
+        case let .bind(_, statement):
+            noteUse(of: statement, context)
+        case let .describe(kind, name):
+            if kind == .statement { noteUse(of: name, context) }
+        case let .close(kind, name):
+            if kind == .statement { pending.closes.append(name) }
+        case .execute:
+            pending.executes = true
+        case .sync, .flush:
+            pending.append(type, body)
+            pending.end = request == .sync ? .sync : .flush
+            let unit = pending
+            pending = unit.end == .flush ? unit.continuation() : RequestUnit()
+            return (.unit(unit), nil)
+        case .copyData, .copyDone, .copyFail:
+            // Outside a batch the data follows its COPY statement; inside one (COPY through the
+            // extended protocol) it belongs to the batch.
+            guard !pending.isEmpty else { return (.copy, nil) }
+        case .terminate:
+            return (.terminate, nil)
+        }
+        pending.append(type, body)
+        return (nil, nil)
+    }
+
+    /// The client's input ran out: what has arrived of an unfinished batch goes now. PostgreSQL
+    /// runs each Execute as it comes and flushes an error at once, and pipelining clients (libpq
+    /// pipeline mode, asyncpg's executemany) wait for that before they send Sync.
+    mutating func inputEnded() -> RequestUnit? {
+        guard !pending.isEmpty, !discardingUntilSync else { return nil }
+        pending.end = .partial
+        let unit = pending
+        pending = unit.continuation()
+        return unit
+    }
+
+    /// A Query or FunctionCall: it belongs to the open batch's implicit transaction only if that
+    /// batch executed something; otherwise it is routed on its own (asyncpg prepares with
+    /// Parse/Describe/Flush, then sends COPY as a Query).
+    private func standalone(_ type: UInt8, _ body: ArraySlice<UInt8>, end: RequestUnit.End) -> RequestUnit {
+        var unit = RequestUnit()
+        unit.append(type, body)
+        unit.end = end
+        unit.executes = true
+        unit.followsIdleBatch = !pending.executes
+        return unit
+    }
+
+    /// What came before a Query or FunctionCall of a batch without Sync goes out first.
+    private mutating func takePartial() -> Output? {
+        defer { pending = RequestUnit() }
+        guard !pending.isEmpty else { return nil }
+        pending.end = .partial
+        return .unit(pending)
+    }
+
+    private mutating func noteUse(of statement: String, _ context: Context) {
+        if pending.parses.contains(where: { $0.name == statement }) { return }
+        if !pending.uses.contains(statement) { pending.uses.append(statement) }
+        if let known = context.statement(statement) { pending.merge(known.classification) }
+    }
+
+    /// Cheap and conservative: any mention of COPY (a false positive only delays an LSN capture).
+    static func mentionsCopy(_ text: String) -> Bool {
+        var state = 0
+        for byte in text.utf8 {
+            switch (state, byte | 0x20) {
+            case (0, UInt8(ascii: "c")): state = 1
+            case (1, UInt8(ascii: "o")): state = 2
+            case (2, UInt8(ascii: "p")): state = 3
+            case (3, UInt8(ascii: "y")): return true
+            case (_, UInt8(ascii: "c")): state = 1
+            default: state = 0
+            }
+        }
+        return false
+    }
+}
