@@ -13,7 +13,7 @@ extension ClientSession {
     static let lsnCaptureQuery = FrontendMessage.query("SELECT pg_catalog.pg_current_wal_insert_lsn()").encoded()
 
     func processInbound() {
-        while phase == .relaying && blockedUnit == nil {
+        while phase == .relaying && waiting.isEmpty {
             let frame: (type: UInt8, body: ArraySlice<UInt8>)?
             do {
                 frame = try inbound.nextTyped()
@@ -36,15 +36,15 @@ extension ClientSession {
             let (first, second) = requests.receive(request, type: frame.type, body: frame.body, context: requestContext)
             if let first { perform(first, frame.type, frame.body) }
             if let second {
-                if case let .unit(unit) = second, blockedUnit != nil {
+                if case let .unit(unit) = second, !waiting.isEmpty {
                     // What was pending of a batch had to wait: the Query or FunctionCall follows it.
-                    unitBehindBlocked = unit
+                    waiting.append(unit)
                 } else {
                     perform(second, frame.type, frame.body)
                 }
             }
         }
-        if phase == .relaying && blockedUnit == nil && !isAdmin, let part = requests.inputEnded() {
+        if phase == .relaying && waiting.isEmpty && !isAdmin, let part = requests.inputEnded() {
             dispatch(part)
         }
         updateClientReading()
@@ -71,7 +71,7 @@ extension ClientSession {
     func updateClientReading() {
         guard phase == .relaying else { return }
         let congested = links.values.contains { $0.stream.isAboveHighWater }
-        if blockedUnit != nil || congested {
+        if !waiting.isEmpty || congested {
             client.stopReading()
         } else {
             client.startReading()
@@ -152,7 +152,7 @@ extension ClientSession {
         if let bound = boundLink {
             target = bound
             reason = .transaction
-        } else if unit.forcePrimary || unit.classification == nil {
+        } else if unit.classification == nil && !unit.forcePrimary {
             guard let primary = currentPrimaryIndex() else {
                 refuse(unit, ErrorFields(severity: .error, sqlState: SQLState.connectionFailure,
                                          message: "no primary backend is available"))
@@ -160,10 +160,10 @@ extension ClientSession {
             }
             // A unit with nothing to classify (a lone Sync, Execute of an open portal) goes where
             // the previous one went.
-            target = unit.forcePrimary ? primary : (lastLink ?? primary)
-            reason = unit.forcePrimary ? .write : .transaction
+            target = lastLink ?? primary
+            reason = .transaction
         } else {
-            let decision = route(unit.classification!)
+            let decision = unit.forcePrimary ? primaryDecision(for: unit) : route(unit.classification!)
             if decision.shouldWait, decision.error == nil {
                 // A replica is merely behind this session's floor: give it causal_wait_ms to
                 // catch up (the monitor polls faster meanwhile), then use the fallback target.
@@ -179,13 +179,10 @@ extension ClientSession {
                 }
             }
             waitDeadline = 0
-            // PAUSE (switchovers): a new write transaction waits, also while the old primary is
-            // gone and the new one not yet seen; a transaction already open finishes.
-            if transactionStatus == .idle, decision.isPrimary || decision.error != nil,
-               worker.runtime.paused.load(ordering: .relaxed),
-               decision.reason == .write || decision.reason == .transaction
-                || unit.classification?.leavesTransactionOpen == true {
-                if holdForPause(unit) { return }
+            if worker.runtime.paused.load(ordering: .relaxed),
+               Router.pauseHolds(decision, classification: unit.classification, inTransaction: transactionStatus != .idle),
+               holdForPause(unit) {
+                return
             }
             pauseDeadline = 0
             if let error = decision.error {
@@ -222,6 +219,18 @@ extension ClientSession {
         send(unit, to: link, reason: reason)
     }
 
+    /// Where a unit that must run on the primary goes: a function call (a write), or a read
+    /// re-run there after a replica refused it.
+    private func primaryDecision(for unit: RequestUnit) -> RouteDecision {
+        let reason: RouteReason = unit.classification?.isWrite == true ? .write : .fallback
+        guard let primary = currentPrimaryIndex() else {
+            return RouteDecision(target: nil, isPrimary: true, reason: reason,
+                                 error: RoutingError(kind: .noPrimary, sqlState: SQLState.connectionFailure,
+                                                     message: "no primary backend is available"))
+        }
+        return RouteDecision(target: primary, isPrimary: true, reason: reason)
+    }
+
     /// Whether `unit` now waits for RESUME; past the pause timeout it is refused instead (and
     /// the answer is also true: the unit is dealt with).
     private func holdForPause(_ unit: RequestUnit) -> Bool {
@@ -241,22 +250,22 @@ extension ClientSession {
         return true
     }
 
+    /// `unit`, being dispatched, cannot go yet: it heads the waiting units.
     private func block(_ unit: RequestUnit) {
-        blockedUnit = unit
+        waiting.insert(unit, at: 0)
         client.stopReading()
     }
 
-    /// Tries the blocked unit again (a link became ready, or in-flight responses drained).
-    func retryBlocked() {
-        while phase == .relaying, let unit = blockedUnit {
-            blockedUnit = nil
+    /// Tries the waiting units again, in order (a link became ready, responses drained, the
+    /// topology changed); once none waits, reads client input again.
+    func retryWaiting() {
+        while phase == .relaying, !waiting.isEmpty {
+            let unit = waiting.removeFirst()
+            let behind = waiting.count
             dispatch(unit)
-            if blockedUnit != nil { return }
-            guard let next = unitBehindBlocked else { break }
-            unitBehindBlocked = nil
-            blockedUnit = next
+            if waiting.count > behind { return }
         }
-        if phase == .relaying && blockedUnit == nil { processInbound() }
+        if phase == .relaying && waiting.isEmpty { processInbound() }
     }
 
     private func route(_ classification: Classification) -> RouteDecision {
@@ -282,32 +291,26 @@ extension ClientSession {
             topology.backends[position].health = .up
         }
         routing.pin = pins.first
-        var decision = Router.route(classification, session: routing, topology: topology,
+        let decision = Router.route(classification, session: routing, topology: topology,
                                     policy: worker.settings.policy, load: worker.replicaLoad)
         if decision.reason == .floor {
             // A replica is only behind this session's own writes: look again soon, so the
             // session's next reads can go back to it as early as the data is there.
             worker.requestFastPoll()
         }
-        let forcedToReplica = (classification.hint ?? routing.hint) == .replica
-        if routing.consistency == .session, !forcedToReplica, let last = lastReplicaRead, let target = decision.target,
-           target != last.index, !decision.isPrimary, decision.error == nil {
-            // Moving to another replica: it must have replayed at least what this session saw on
-            // the last one. A snapshot taken after that read bounds it: the old replica's replay
-            // position then, or the primary's position then if the old replica is gone.
-            if topology.generation >= last.generation + 2 {
-                let old = topology.backend(at: last.index)
-                let seen = old.flatMap { $0.health == .up ? $0.replayLSN : nil } ?? topology.primary?.currentLSN
-                if let seen { routing.floor = max(routing.floor ?? seen, seen) }
-                decision = Router.route(classification, session: routing, topology: topology,
-                                        policy: worker.settings.policy, load: worker.replicaLoad)
-            } else if let primary = topology.primary {
-                // No snapshot is recent enough to tell yet: the primary is never behind.
-                worker.requestFastPoll()
-                decision = RouteDecision(target: primary.index, isPrimary: true, reason: .floor)
-            }
+        guard let last = lastReplicaRead else { return decision }
+        switch Router.replicaMove(from: last, decision: decision, topology: topology, consistency: routing.consistency,
+                                  forcedToReplica: (classification.hint ?? routing.hint) == .replica) {
+        case .proceed:
+            return decision
+        case let .raiseFloor(seen):
+            routing.floor = max(routing.floor ?? seen, seen)
+            return Router.route(classification, session: routing, topology: topology,
+                                policy: worker.settings.policy, load: worker.replicaLoad)
+        case let .usePrimary(primary):
+            worker.requestFastPoll()
+            return RouteDecision(target: primary, isPrimary: true, reason: .floor)
         }
-        return decision
     }
 
     func currentPrimaryIndex() -> Int? {
@@ -317,14 +320,15 @@ extension ClientSession {
         return primaryIndex
     }
 
-    /// Answers a unit with an error without involving a server.
     /// An error the proxy answers itself (counted for SHOW STATS and /metrics).
     func encodeLocalError(_ error: ErrorFields, into writer: inout ByteWriter) {
         worker.runtime.stats.countProxyError(error.sqlState)
         BackendMessage.errorResponse(error).encode(into: &writer)
     }
 
-    private func refuse(_ unit: RequestUnit, _ error: ErrorFields) {
+    /// Answers `unit` with an error in the proxy's name (after whatever is in flight); the rest
+    /// of its batch is dropped up to Sync, as a server would.
+    func refuse(_ unit: RequestUnit, _ error: ErrorFields) {
         worker.runtime.stats.countProxyError(error.sqlState)
         var reply = [BackendMessage.errorResponse(error).encoded()]
         if unit.continuesBatch {
@@ -495,29 +499,16 @@ extension ClientSession {
             return false
         }
         let classification = unit.classification
-        // Only what ran can have written: a Parse or Describe of an INSERT (psql's \gdesc,
-        // PQprepare) changes nothing, and a capture's simple query behind it would destroy the
-        // unnamed statement the client is about to bind.
-        let writes = unit.executes
-            && (unit.forcePrimary || (classification?.isWrite(volatileFunctions: worker.topology.volatileFunctions) ?? false))
-        if transactionStatus == .idle {
-            if classification?.leavesTransactionOpen ?? false {
-                if writes { transactionWrote = true }
-                return false
-            }
-            // A read that fell back to (or was sent to) the primary saw the primary's present;
-            // a later replica read must not show less (monotonic reads).
-            let readOnPrimary = unit.executes && routing.consistency == .session && pins.isEmpty
-                && reason != .write && reason != .pinned && reason != .strong && reason != .noReplica
-            return writes || readOnPrimary
-        }
-        if writes { transactionWrote = true }
-        switch classification?.transaction {
-        case .commit?, .prepareTransaction?:
-            return transactionWrote && !(classification?.leavesTransactionOpen ?? false)
-        default:
-            return false
-        }
+        let facts = Router.PrimaryUnit(
+            executes: unit.executes,
+            writes: unit.forcePrimary || (classification?.isWrite(volatileFunctions: worker.topology.volatileFunctions) ?? false),
+            transaction: classification?.transaction, leavesTransactionOpen: classification?.leavesTransactionOpen ?? false,
+            reason: reason)
+        let rule = Router.captureCommitLSN(after: facts, inTransaction: transactionStatus != .idle,
+                                           transactionWrote: transactionWrote, consistency: routing.consistency,
+                                           pinned: !pins.isEmpty)
+        transactionWrote = rule.transactionWrote
+        return rule.capture
     }
 
     /// The session reads from one replica at a time (sticky while eligible); moving to another

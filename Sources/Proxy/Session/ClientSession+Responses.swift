@@ -11,7 +11,7 @@ extension ClientSession: ServerLinkDelegate {
         }
         reportParameterChanges(of: link)
         updateLinkReading()
-        retryBlocked()
+        retryWaiting()
     }
 
     func link(_ link: ServerLink, failed error: ErrorFields, duringLogin: Bool) {
@@ -73,7 +73,7 @@ extension ClientSession: ServerLinkDelegate {
             log.info("replica_login_refused", ["session": id, "backend": link.backend.config.name,
                                                "sqlstate": error.sqlState ?? ""])
             markUnavailable(index)
-            retryBlocked()
+            retryWaiting()
             return
         }
         if duringLogin && error.sqlState != SQLState.connectionFailure {
@@ -83,30 +83,18 @@ extension ClientSession: ServerLinkDelegate {
                 field.code == ErrorFields.FieldCode.severity || field.code == ErrorFields.FieldCode.severityNonLocalized
                     ? (field.code, "ERROR") : field
             }
-            if let unit = blockedUnit {
-                blockedUnit = nil
-                refuseBlocked(unit, failure)
+            if !waiting.isEmpty {
+                refuse(waiting.removeFirst(), failure)
+                retryWaiting()
             }
             return
         }
         // A server that ended an idle connection (idle_session_timeout, a restart) is not
         // known to be down: the next unit simply opens a new connection.
         if !link.endedWhileIdle { markUnavailable(index) }
-        retryBlocked()
+        retryWaiting()
     }
 
-    private func refuseBlocked(_ unit: RequestUnit, _ error: ErrorFields) {
-        worker.runtime.stats.countProxyError(error.sqlState)
-        var reply = RequestUnit()
-        reply.localReply = [BackendMessage.errorResponse(error).encoded()]
-        if unit.continuesBatch {
-            requests.discardUntilSync()
-        } else {
-            reply.localReply!.append(BackendMessage.readyForQuery(transactionStatus).encoded())
-        }
-        dispatch(reply)
-        processInbound()
-    }
 
     func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?,
               withheld: [UInt8]?) -> Bool {
@@ -234,21 +222,15 @@ extension ClientSession: ServerLinkDelegate {
         }
         if inFlight.isEmpty { updateLinkReading() }
         publishRunning()
-        retryBlocked()
+        retryWaiting()
         checkShutdown()
     }
 
     /// Re-dispatches a unit that has not produced any client-visible output yet.
     func resend(_ unit: RequestUnit) {
-        if let blocked = blockedUnit {
-            // Keep order: the retried unit goes before the one that was waiting behind it.
-            blockedUnit = unit
-            unitBehindBlocked = blocked
-            retryBlocked()
-        } else {
-            dispatch(unit)
-            if blockedUnit == nil { processInbound() }
-        }
+        // It goes before the units waiting behind it: they came after it.
+        waiting.insert(unit, at: 0)
+        retryWaiting()
         updateLinkReading()
     }
 
@@ -266,17 +248,11 @@ extension ClientSession: ServerLinkDelegate {
         held.removeAll(keepingCapacity: true)
     }
 
-    /// 25006: the replica says read-only (the classifier missed a write); 40001 with a
-    /// recovery-conflict cancel, or 57P04: replay got in the way. All safe to re-run elsewhere
-    /// for an autocommit read that returned nothing yet.
+    /// Whether a server error lets an autocommit read that returned nothing yet run elsewhere.
     static func isRetryableOnPrimary(_ body: ArraySlice<UInt8>) -> Bool {
         guard case let .errorResponse(fields)? = try? BackendMessage.decode(type: BackendMessage.TypeByte.errorResponse, body: body),
               let state = fields.sqlState else { return false }
-        switch state {
-        case SQLState.readOnlyTransaction, "57P04": return true
-        case "40001": return (fields.message ?? "").contains("conflict with recovery")
-        default: return false
-        }
+        return Router.isRetryableElsewhere(sqlState: state, message: fields.message)
     }
 
     private func lsnCaptured() {
@@ -298,7 +274,7 @@ extension ClientSession: ServerLinkDelegate {
             holdingLink = nil
             flushHeld()
         }
-        retryBlocked()
+        retryWaiting()
         checkShutdown()
     }
 

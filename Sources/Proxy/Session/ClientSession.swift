@@ -49,11 +49,10 @@ final class ClientSession: StreamDelegate {
     lazy var requestContext = RequestAssembler.Context(
         classify: { [unowned self] in classify($0) },
         statement: { [unowned self] in statements[$0] })
-    /// A unit that could not be sent yet (its link is connecting, or another link still owes
-    /// responses); no further client input is processed until it goes.
-    var blockedUnit: RequestUnit?
-    /// A unit that was already blocked when a retried read had to go first; it follows it.
-    var unitBehindBlocked: RequestUnit?
+    /// Units that could not be sent yet, in order: the first waits (for its link to connect, for
+    /// the servers ahead of it to answer, for a replica to reach the floor, for RESUME, for an
+    /// LSN capture) and the rest follow it. Client input is not read while any wait.
+    var waiting: [RequestUnit] = []
     /// After a Flush, the rest of the batch up to Sync must go to the same server.
     var boundLink: Int?
     var statements: [String: PreparedStatement] = [:]
@@ -112,15 +111,15 @@ final class ClientSession: StreamDelegate {
     /// Called by the worker every few milliseconds while this session waits (for a replica to
     /// catch up, or for RESUME). Returns true when it no longer needs waking.
     func topologyChanged() -> Bool {
-        guard blockedUnit != nil, waitDeadline != 0 || pauseDeadline != 0 else { return true }
+        guard !waiting.isEmpty, waitDeadline != 0 || pauseDeadline != 0 else { return true }
         let now = cw_monotonic_nanos()
         if pauseDeadline != 0 {
             if worker.runtime.paused.load(ordering: .relaxed) && now < pauseDeadline { return false }
         } else if worker.topology.generation == waitedGeneration && now < waitDeadline {
             return false
         }
-        retryBlocked()
-        return (waitDeadline == 0 && pauseDeadline == 0) || blockedUnit == nil
+        retryWaiting()
+        return (waitDeadline == 0 && pauseDeadline == 0) || waiting.isEmpty
     }
 
     /// Responses of a retryable unit, held back until its ReadyForQuery shows it succeeded.
@@ -201,7 +200,7 @@ final class ClientSession: StreamDelegate {
 
     /// Nothing in flight, no open transaction, no half-sent batch.
     var isQuiet: Bool {
-        !lsnCapturePending && inFlight.isEmpty && transactionStatus == .idle && blockedUnit == nil && unitBehindBlocked == nil
+        !lsnCapturePending && inFlight.isEmpty && transactionStatus == .idle && waiting.isEmpty
             && requests.pending.isEmpty
             && links.values.allSatisfy { $0.isIdle }
     }
