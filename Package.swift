@@ -33,9 +33,11 @@ let package = Package(
             path: "Sources/Proxy",
             swiftSettings: fastPath
         ),
+        // The local PostgreSQL cluster of `causeway sandbox` and of the tests: no proxy code.
+        .target(name: "Sandbox", path: "Sources/Sandbox"),
         .executableTarget(
             name: "causeway",
-            dependencies: ["Proxy", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Proxy", "Sandbox", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Sources/causeway"
         ),
         // causeway-bench: its logic (workload, verification, schedule, reports) in BenchCore, pure and
@@ -58,7 +60,7 @@ let package = Package(
         .testTarget(name: "RouterTests", dependencies: ["Router"], path: "Tests/RouterTests"),
         .testTarget(
             name: "LagMonitorTests",
-            dependencies: ["LagMonitor", "Router", "Proxy", "CLibPQ", "CShims"],
+            dependencies: ["LagMonitor", "Router", "Sandbox", "CLibPQ", "CShims"],
             path: "Tests/LagMonitorTests"
         ),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Wire"], path: "Tests/ProxyTests"),

@@ -1,9 +1,10 @@
 // `causeway sandbox up|status|down`: a local primary + streaming replicas for trying and testing
-// the proxy. The work is done by `Sandbox` in the Proxy module.
+// the proxy. The work is done by the Sandbox module.
 
 import ArgumentParser
 import Foundation
 import Proxy
+import Sandbox
 
 struct SandboxCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -4,7 +4,7 @@
 
 import CLibPQ
 import Foundation
-import Proxy
+import Sandbox
 
 struct FixtureError: Error, CustomStringConvertible {
     var description: String

@@ -21,7 +21,8 @@ final class Stream {
     static let lowWater = 128 * 1024
 
     let handle: UnsafeMutablePointer<uv_tcp_t>
-    unowned let worker: Worker
+    /// The buffers reads land in and writes go out of, shared by the loop's streams.
+    let chunks: ChunkPool
     weak var delegate: StreamDelegate?
     private(set) var isReading = false
     private(set) var isClosed = false
@@ -30,10 +31,10 @@ final class Stream {
     /// A connect is in flight: a shutdown now would wait for it and then never run.
     private var isConnecting = false
 
-    init(worker: Worker) {
-        self.worker = worker
+    init(loop: UnsafeMutablePointer<uv_loop_t>, chunks: ChunkPool) {
+        self.chunks = chunks
         handle = .allocate(capacity: 1)
-        uv_tcp_init(worker.loop, handle)
+        uv_tcp_init(loop, handle)
         handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
     }
 
@@ -98,7 +99,7 @@ final class Stream {
     /// request is queued, which spares libuv a completion round and an epoll_ctl per message.
     func write(chunk: UnsafeMutableRawPointer, length: Int) {
         guard !isClosed else {
-            worker.chunks.give(chunk)
+            chunks.give(chunk)
             return
         }
         let data = ChunkPool.data(chunk).assumingMemoryBound(to: CChar.self)
@@ -107,13 +108,13 @@ final class Stream {
             var direct = uv_buf_init(data, UInt32(length))
             let written = Int(uv_try_write(streamHandle, &direct, 1))
             if written == length {
-                worker.chunks.give(chunk)
+                chunks.give(chunk)
                 return
             }
             if written > 0 {
                 offset = written
             } else if written != Int(UV_EAGAIN.rawValue) {
-                worker.chunks.give(chunk)
+                chunks.give(chunk)
                 reportEnd(Int32(written))
                 return
             }
@@ -122,7 +123,7 @@ final class Stream {
         var buffer = uv_buf_init(data + offset, UInt32(length - offset))
         let status = uv_write(request, streamHandle, &buffer, 1, streamWriteCallback)
         if status != 0 {
-            worker.chunks.give(chunk)
+            chunks.give(chunk)
             reportEnd(status)
             return
         }
@@ -134,7 +135,7 @@ final class Stream {
         var offset = 0
         while offset < bytes.count {
             let count = min(ChunkPool.capacity, bytes.count - offset)
-            let chunk = worker.chunks.take()
+            let chunk = chunks.take()
             bytes.withUnsafeBytes { source in
                 ChunkPool.data(chunk).copyMemory(from: source.baseAddress! + offset, byteCount: count)
             }
@@ -195,11 +196,11 @@ final class Stream {
         let chunk = ChunkPool.chunk(fromData: data)
         if count > 0, !isClosed, let delegate {
             if !delegate.stream(self, didRead: UnsafeRawBufferPointer(start: data, count: count), chunk: chunk) {
-                worker.chunks.give(chunk)
+                chunks.give(chunk)
             }
             return
         }
-        worker.chunks.give(chunk)
+        chunks.give(chunk)
         if count < 0 { reportEnd(Int32(count)) }
     }
 
@@ -223,7 +224,7 @@ final class Stream {
 private func streamAllocCallback(_ handle: UnsafeMutablePointer<uv_handle_t>?, _ suggested: Int,
                                  _ buffer: UnsafeMutablePointer<uv_buf_t>?) {
     let stream = Stream.from(handle?.pointee.data)
-    let chunk = stream.worker.chunks.take()
+    let chunk = stream.chunks.take()
     buffer?.pointee = uv_buf_init(ChunkPool.data(chunk).assumingMemoryBound(to: CChar.self), UInt32(ChunkPool.capacity))
 }
 
@@ -236,7 +237,7 @@ private func streamReadCallback(_ handle: UnsafeMutablePointer<uv_stream_t>?, _ 
 private func streamWriteCallback(_ request: UnsafeMutablePointer<uv_write_t>?, _ status: Int32) {
     guard let request else { return }
     let stream = Stream.from(request.pointee.handle.pointee.data)
-    stream.worker.chunks.give(UnsafeMutableRawPointer(request))
+    stream.chunks.give(UnsafeMutableRawPointer(request))
     stream.didWrite(status: status)
 }
 

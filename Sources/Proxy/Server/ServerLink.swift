@@ -64,7 +64,7 @@ final class ServerLink: StreamDelegate {
         backendIndex = index
         self.login = login
         self.startupParameters = startupParameters
-        stream = Stream(worker: worker)
+        stream = Stream(loop: worker.loop, chunks: worker.chunks)
         stream.delegate = self
     }
 

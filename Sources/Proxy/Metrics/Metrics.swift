@@ -83,49 +83,32 @@ enum MetricsText {
 /// A deliberately small HTTP/1.0 responder on the control thread's loop: GET /metrics only.
 final class MetricsServer {
     private let runtime: ProxyRuntime
-    private let loop: UnsafeMutablePointer<uv_loop_t>
-    private var listener: UnsafeMutablePointer<uv_tcp_t>?
+    private let chunks = ChunkPool()
+    private var listener: Listener?
     private var connections: [ObjectIdentifier: MetricsConnection] = [:]
     let log: Log
 
     init(runtime: ProxyRuntime, loop: UnsafeMutablePointer<uv_loop_t>) {
         self.runtime = runtime
-        self.loop = loop
         log = runtime.log("metrics")
+        listener = Listener(loop: loop, chunks: chunks) { [unowned self] stream in
+            let connection = MetricsConnection(server: self, stream: stream)
+            connections[ObjectIdentifier(connection)] = connection
+            stream.startReading()
+        }
     }
 
     func start(_ address: ListenAddress) throws {
-        let fd = cw_listen_socket(address.host, Int32(address.port), 64)
-        guard fd >= 0 else {
-            throw ProxyStartError("cannot listen for metrics on \(address.host):\(address.port): \(String(cString: strerror(-fd)))")
+        if let problem = listener?.listen(host: address.host, port: address.port, backlog: 64) {
+            throw ProxyStartError("metrics: \(problem)")
         }
-        let handle = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
-        uv_tcp_init(loop, handle)
-        handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-        uv_tcp_open(handle, uv_os_sock_t(fd))
-        _ = handle.withMemoryRebound(to: uv_stream_t.self, capacity: 1) { uv_listen($0, 64, metricsConnectionCallback) }
-        listener = handle
         log.info("listening", ["address": "\(address.host):\(address.port)"])
     }
 
     func stop() {
-        if let listener {
-            self.listener = nil
-            listener.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
-        }
+        listener?.close()
+        listener = nil
         for connection in connections.values { connection.close() }
-    }
-
-    fileprivate func accept() {
-        guard let listener else { return }
-        let connection = MetricsConnection(server: self, loop: loop)
-        let status = listener.withMemoryRebound(to: uv_stream_t.self, capacity: 1) { uv_accept($0, connection.stream) }
-        guard status == 0 else {
-            connection.close()
-            return
-        }
-        connections[ObjectIdentifier(connection)] = connection
-        connection.start()
     }
 
     func finished(_ connection: MetricsConnection) {
@@ -150,31 +133,22 @@ final class MetricsServer {
     }
 }
 
-/// One HTTP request: read the head (bounded), answer, close.
-final class MetricsConnection {
+/// One HTTP request on the proxy's own stream code: read the head (bounded), answer, close.
+final class MetricsConnection: StreamDelegate {
     unowned let server: MetricsServer
-    let handle: UnsafeMutablePointer<uv_tcp_t>
+    let stream: Stream
     private var request: [UInt8] = []
     private var answered = false
     private var closed = false
 
-    init(server: MetricsServer, loop: UnsafeMutablePointer<uv_loop_t>) {
+    init(server: MetricsServer, stream: Stream) {
         self.server = server
-        handle = .allocate(capacity: 1)
-        uv_tcp_init(loop, handle)
-        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        self.stream = stream
+        stream.delegate = self
     }
 
-    var stream: UnsafeMutablePointer<uv_stream_t> {
-        UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_stream_t.self)
-    }
-
-    func start() {
-        uv_read_start(stream, metricsAllocCallback, metricsReadCallback)
-    }
-
-    fileprivate func received(_ bytes: UnsafeRawBufferPointer) {
-        guard !answered else { return }
+    func stream(_ stream: Stream, didRead bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer) -> Bool {
+        guard !answered else { return false }
         request.append(contentsOf: bytes)
         let text = String(decoding: request, as: UTF8.self)
         if text.contains("\r\n\r\n") || text.contains("\n\n") {
@@ -182,67 +156,25 @@ final class MetricsConnection {
         } else if request.count > 8192 {
             answer(MetricsServer.http(status: "431 Request Header Fields Too Large", body: "request too large\n"))
         }
+        return false
     }
+
+    func stream(_ stream: Stream, didEndWith status: Int32) { close() }
+    func streamDidDrain(_ stream: Stream) {}
+    func stream(_ stream: Stream, didConnectWith status: Int32) {}
 
     private func answer(_ text: String) {
         answered = true
-        uv_read_stop(stream)
-        let bytes = Array(text.utf8)
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 1)
-        bytes.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-        let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
-        request.pointee.data = buffer
-        var uvBuffer = uv_buf_init(buffer.assumingMemoryBound(to: CChar.self), UInt32(bytes.count))
-        if uv_write(request, stream, &uvBuffer, 1, metricsWriteCallback) != 0 {
-            buffer.deallocate()
-            request.deallocate()
-            close()
-        }
+        stream.write(Array(text.utf8))
+        close()
     }
 
+    /// Flushes what was written, then closes.
     func close() {
         guard !closed else { return }
         closed = true
+        stream.delegate = nil
+        stream.shutdownAndClose()
         server.finished(self)
-        handle.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, metricsCloseCallback) }
     }
-
-    static func from(_ pointer: UnsafeMutableRawPointer?) -> MetricsConnection {
-        Unmanaged<MetricsConnection>.fromOpaque(pointer!).takeUnretainedValue()
-    }
-}
-
-private func metricsConnectionCallback(_ server: UnsafeMutablePointer<uv_stream_t>?, _ status: Int32) {
-    guard status == 0, let data = server?.pointee.data else { return }
-    Unmanaged<MetricsServer>.fromOpaque(data).takeUnretainedValue().accept()
-}
-
-private func metricsAllocCallback(_ handle: UnsafeMutablePointer<uv_handle_t>?, _ suggested: Int, _ buffer: UnsafeMutablePointer<uv_buf_t>?) {
-    let memory = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 1)
-    buffer?.pointee = uv_buf_init(memory.assumingMemoryBound(to: CChar.self), 4096)
-}
-
-private func metricsReadCallback(_ handle: UnsafeMutablePointer<uv_stream_t>?, _ count: Int, _ buffer: UnsafePointer<uv_buf_t>?) {
-    let memory = buffer.flatMap { UnsafeMutableRawPointer($0.pointee.base) }
-    defer { memory?.deallocate() }
-    let connection = MetricsConnection.from(handle?.pointee.data)
-    if count > 0, let memory {
-        connection.received(UnsafeRawBufferPointer(start: memory, count: count))
-    } else if count < 0 {
-        connection.close()
-    }
-}
-
-private func metricsWriteCallback(_ request: UnsafeMutablePointer<uv_write_t>?, _ status: Int32) {
-    guard let request else { return }
-    request.pointee.data?.deallocate()
-    let connection = MetricsConnection.from(request.pointee.handle.pointee.data)
-    request.deallocate()
-    connection.close()
-}
-
-private func metricsCloseCallback(_ handle: UnsafeMutablePointer<uv_handle_t>?) {
-    guard let handle else { return }
-    Unmanaged<MetricsConnection>.fromOpaque(handle.pointee.data).release()
-    handle.deallocate()
 }

@@ -56,7 +56,7 @@ final class Worker {
     let chunks = ChunkPool()
     let log: Log
     let control: WorkerControl
-    private var listener: UnsafeMutablePointer<uv_tcp_t>?
+    private var listener: Listener?
     private var async: UnsafeMutablePointer<uv_async_t>?
     private var timer: UnsafeMutablePointer<uv_timer_t>?
     private(set) var sessions: [Int32: ClientSession] = [:]
@@ -185,36 +185,14 @@ final class Worker {
 
     private func listen() -> String? {
         let address = runtime.config.proxy.listen
-        let fd = cw_listen_socket(address.host, Int32(address.port), 1024)
-        guard fd >= 0 else {
-            return "cannot listen on \(address.host):\(address.port): \(String(cString: strerror(-fd)))"
+        let listener = Listener(loop: loop, chunks: chunks) { [unowned self] stream in
+            stream.setNoDelay()
+            let session = ClientSession(worker: self, client: stream)
+            sessions[session.id] = session
+            session.start()
         }
-        let handle = UnsafeMutablePointer<uv_tcp_t>.allocate(capacity: 1)
-        uv_tcp_init(loop, handle)
-        handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-        uv_tcp_open(handle, uv_os_sock_t(fd))
-        let status = handle.withMemoryRebound(to: uv_stream_t.self, capacity: 1) {
-            uv_listen($0, 1024, workerConnectionCallback)
-        }
-        listener = handle
-        if status != 0 { return "cannot listen: \(String(cString: uv_strerror(status)))" }
-        return nil
-    }
-
-    fileprivate func acceptClient() {
-        guard let listener else { return }
-        let stream = Stream(worker: self)
-        let status = listener.withMemoryRebound(to: uv_stream_t.self, capacity: 1) {
-            uv_accept($0, stream.streamHandle)
-        }
-        guard status == 0 else {
-            stream.close()
-            return
-        }
-        stream.setNoDelay()
-        let session = ClientSession(worker: self, client: stream)
-        sessions[session.id] = session
-        session.start()
+        self.listener = listener
+        return listener.listen(host: address.host, port: address.port, backlog: 1024)
     }
 
     func sessionEnded(_ session: ClientSession) {
@@ -313,9 +291,8 @@ final class Worker {
     }
 
     private func stopListening() {
-        guard let listener else { return }
-        self.listener = nil
-        listener.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
+        listener?.close()
+        listener = nil
     }
 
     private func closeHandles() {
@@ -338,11 +315,6 @@ final class Worker {
     static func from(_ pointer: UnsafeMutableRawPointer?) -> Worker {
         Unmanaged<Worker>.fromOpaque(pointer!).takeUnretainedValue()
     }
-}
-
-private func workerConnectionCallback(_ server: UnsafeMutablePointer<uv_stream_t>?, _ status: Int32) {
-    guard status == 0 else { return }
-    Worker.from(server?.pointee.data).acceptClient()
 }
 
 private func workerAsyncCallback(_ handle: UnsafeMutablePointer<uv_async_t>?) {

@@ -12,7 +12,7 @@ final class CancelForwarder: StreamDelegate {
     init(worker: Worker, processID: Int32, secret: [UInt8], onDone: @escaping () -> Void) {
         self.worker = worker
         self.onDone = onDone
-        stream = Stream(worker: worker)
+        stream = Stream(loop: worker.loop, chunks: worker.chunks)
         packet = StartupPacket.cancelRequest(processID: processID, secret: secret).encoded()
         stream.delegate = self
     }
