@@ -22,6 +22,8 @@
 #   ARMS="causeway pgbouncer-transaction" TOOLS=pgbench bench/compare.sh
 #   CAUSEWAY_BIN=… CAUSEWAY_BENCH_BIN=… bench/compare.sh   # use these binaries, build nothing
 #   CAUSEWAY_WORKERS=1 bench/compare.sh                # pin Causeway's worker threads
+#   CAUSEWAY_BASELINE_BIN=/tmp/old/causeway ARMS="causeway-baseline causeway pgbouncer-session" \
+#       bench/compare.sh                               # before/after a change, in one run
 #   BENCH_ARGS="--read-percent 50 --protocol prepared" bench/compare.sh   # causeway-bench workload
 #
 # Everything runs on 127.0.0.1 and is stopped on exit (also on Ctrl-C). Results: printed, and in
@@ -76,6 +78,10 @@ cleanup() {
     trap - EXIT INT TERM
     stop_running
     stop_causeway
+    if [ -n "${BASELINE_PID:-}" ]; then
+        kill -INT "$BASELINE_PID" 2>/dev/null || true
+        wait_gone "$BASELINE_PID" 15 || kill -KILL "$BASELINE_PID" 2>/dev/null || true
+    fi
     for arm in pgbouncer-session pgbouncer-transaction; do
         if [ -n "${PID[$arm]:-}" ]; then
             kill -TERM "${PID[$arm]}" 2>/dev/null || true
@@ -113,6 +119,16 @@ fi
 "$CAUSEWAY" --config "$PROXY_CONFIG" 2>"$OUT/causeway-compare-$STAMP.log" &
 CAUSEWAY_PID=$!
 PORT[causeway]="$PROXY_PORT"; PID[causeway]="$CAUSEWAY_PID"
+# Another Causeway build (an earlier commit), beside this one with the same configuration.
+BASELINE_PID=""
+if [ -n "${CAUSEWAY_BASELINE_BIN:-}" ]; then
+    BASELINE_PORT="$(free_port)"
+    sed "s/^listen = .*/listen = \"127.0.0.1:$BASELINE_PORT\"/; s/^metrics_listen = .*/metrics_listen = \"\"/" \
+        "$PROXY_CONFIG" >"$WORK_DIR/causeway-baseline.toml"
+    "$CAUSEWAY_BASELINE_BIN" --config "$WORK_DIR/causeway-baseline.toml" 2>"$OUT/causeway-baseline-$STAMP.log" &
+    BASELINE_PID=$!
+    PORT[causeway-baseline]="$BASELINE_PORT"; PID[causeway-baseline]="$BASELINE_PID"
+fi
 
 start_pgbouncer() {  # arm mode
     local arm="$1" mode="$2" dir port
@@ -168,7 +184,12 @@ until PGPASSWORD=secret PGCONNECT_TIMEOUT=3 psql -X -At "$(app_conn "$PROXY_PORT
     sleep 0.2
 done
 for arm in $ARMS; do
-    [ -n "${PORT[$arm]:-}" ] || { say "unknown arm $arm (known: direct causeway pgbouncer-session pgbouncer-transaction pgpool)"; exit 1; }
+    [ -n "${PORT[$arm]:-}" ] || { say "unknown arm $arm (known: direct causeway pgbouncer-session pgbouncer-transaction pgpool, and causeway-baseline with CAUSEWAY_BASELINE_BIN)"; exit 1; }
+    deadline=$((SECONDS + 30))
+    until PGPASSWORD=secret PGCONNECT_TIMEOUT=3 psql -X -At "$(app_conn "${PORT[$arm]}")" -c 'SELECT 1' >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || { say "$arm did not accept a login within 30 s"; exit 1; }
+        sleep 0.2
+    done
     [ "$arm" = direct ] || require_scram "$arm" "${PORT[$arm]}"
 done
 

@@ -67,8 +67,14 @@ public struct ErrorFields: Equatable, Sendable {
     }
 }
 
-/// SQLSTATE codes the proxy raises itself.
+/// SQLSTATE codes the proxy raises itself — every one of them is named here.
 public enum SQLState {
+    public static let invalidParameterValue = "22023"
+    public static let invalidCursorName = "34000"
+    public static let syntaxError = "42601"
+    public static let undefinedObject = "42704"
+    public static let objectNotInPrerequisiteState = "55000"
+    public static let configFileError = "F0000"
     public static let protocolViolation = "08P01"
     public static let connectionFailure = "08006"
     public static let cannotConnectNow = "57P03"

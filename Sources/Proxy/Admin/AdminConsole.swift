@@ -67,7 +67,7 @@ struct AdminConsole {
         case ("KILL", _):
             guard words.count == 2, let id = Int32(words[1]) else { return .error(usage("KILL <client id>")) }
             guard runtime.kill(client: id) else {
-                return .error(ErrorFields(severity: .error, sqlState: "42704", message: "no client with id \(id)",
+                return .error(ErrorFields(severity: .error, sqlState: SQLState.undefinedObject, message: "no client with id \(id)",
                                           hint: "SHOW CLIENTS lists the connected clients."))
             }
             return .done(tag: "KILL")
@@ -75,7 +75,7 @@ struct AdminConsole {
             runtime.resume()
             return .done(tag: "RESUME")
         default:
-            return .error(ErrorFields(severity: .error, sqlState: "42601",
+            return .error(ErrorFields(severity: .error, sqlState: SQLState.syntaxError,
                                       message: "unknown admin command \"\(command)\"",
                                       hint: "Commands: " + Self.help.map(\.0).joined(separator: ", ") + "."))
         }
@@ -197,7 +197,7 @@ struct AdminConsole {
                                    tag: "RELOAD"))
         } catch {
             runtime.log("reload").warn("reload_refused", ["reason": error.description])
-            return .error(ErrorFields(severity: .error, sqlState: "F0000", message: error.description,
+            return .error(ErrorFields(severity: .error, sqlState: SQLState.configFileError, message: error.description,
                                       hint: "Fix the file and run RELOAD again; the previous configuration stays in force."))
         }
     }
@@ -217,7 +217,7 @@ struct AdminConsole {
             seconds = value
         }
         if topology.backend(at: index)?.role == .primary {
-            return .error(ErrorFields(severity: .error, sqlState: "55000",
+            return .error(ErrorFields(severity: .error, sqlState: SQLState.objectNotInPrerequisiteState,
                                       message: "cannot drain \(words[1]): it is the primary, and writes have nowhere else to go",
                                       hint: "For a switchover, promote a replica; causeway follows the new primary."))
         }
@@ -235,11 +235,11 @@ struct AdminConsole {
     }
 
     private func usage(_ text: String) -> ErrorFields {
-        ErrorFields(severity: .error, sqlState: "42601", message: "usage: \(text)")
+        ErrorFields(severity: .error, sqlState: SQLState.syntaxError, message: "usage: \(text)")
     }
 
     private func unknownBackend(_ name: String) -> ErrorFields {
-        ErrorFields(severity: .error, sqlState: "42704", message: "no backend named \"\(name)\"",
+        ErrorFields(severity: .error, sqlState: SQLState.undefinedObject, message: "no backend named \"\(name)\"",
                     hint: "Backends: " + settings.liveIndexes.map { settings.slots[$0].name }.joined(separator: ", ") + ".")
     }
 }

@@ -108,7 +108,7 @@ extension ClientSession {
     func configuredConsistency() -> ConsistencyMode {
         let settings = worker.settings
         let configured = settings.config.consistency(user: userName, database: database)
-        return ConsistencyMode(rawValue: configured.rawValue) ?? settings.policy.consistency
+        return configured
     }
 
     /// `causeway.*` startup parameters: the session's consistency, route and token.
@@ -118,13 +118,13 @@ extension ClientSession {
             switch name {
             case "causeway.consistency":
                 guard let mode = ConsistencyMode(rawValue: value.lowercased()) else {
-                    return ErrorFields(severity: .fatal, sqlState: "22023",
+                    return ErrorFields(severity: .fatal, sqlState: SQLState.invalidParameterValue,
                                        message: "invalid value for causeway.consistency: \"\(value)\" (use eventual, session or strong)")
                 }
                 routing.consistency = mode
             case "causeway.route":
                 guard let hint = RouteHint(rawValue: value.lowercased()) else {
-                    return ErrorFields(severity: .fatal, sqlState: "22023",
+                    return ErrorFields(severity: .fatal, sqlState: SQLState.invalidParameterValue,
                                        message: "invalid value for causeway.route: \"\(value)\" (use primary, replica or auto)")
                 }
                 routing.hint = hint
@@ -138,11 +138,11 @@ extension ClientSession {
                         return problem
                     }
                 } else {
-                    return ErrorFields(severity: .fatal, sqlState: "22023",
+                    return ErrorFields(severity: .fatal, sqlState: SQLState.invalidParameterValue,
                                        message: "invalid value for causeway.min_lsn: \"\(value)\" (expected a token from SHOW causeway.lsn, or an LSN such as 0/16B3748)")
                 }
             default:
-                return ErrorFields(severity: .fatal, sqlState: "42704",
+                return ErrorFields(severity: .fatal, sqlState: SQLState.undefinedObject,
                                    message: "unrecognized startup parameter \"\(name)\"",
                                    hint: "causeway understands causeway.consistency, causeway.route and causeway.min_lsn.")
             }

@@ -592,7 +592,7 @@ extension ClientSession {
             case FrontendMessage.TypeByte.execute:
                 let portal = (try? reader.readCString()) ?? ""
                 guard let command = command(of: portals[portal] ?? "") else {
-                    encodeLocalError(ErrorFields(severity: .error, sqlState: "34000",
+                    encodeLocalError(ErrorFields(severity: .error, sqlState: SQLState.invalidCursorName,
                                                              message: "portal \"\(portal)\" does not exist"), into: &writer)
                     failed = true
                     continue
@@ -683,12 +683,12 @@ extension ClientSession {
     func acceptToken(_ token: CausalToken) -> ErrorFields? {
         let topology = worker.topology
         if let identifier = topology.systemIdentifier, identifier != token.systemIdentifier {
-            return ErrorFields(severity: .error, sqlState: "22023",
+            return ErrorFields(severity: .error, sqlState: SQLState.invalidParameterValue,
                                message: "causeway.min_lsn token belongs to another cluster (system identifier \(token.systemIdentifier); this cluster is \(identifier))",
                                hint: "Tokens are only meaningful for the cluster that issued them.")
         }
         if let timeline = topology.timeline, token.timeline > timeline {
-            return ErrorFields(severity: .error, sqlState: "22023",
+            return ErrorFields(severity: .error, sqlState: SQLState.invalidParameterValue,
                                message: "causeway.min_lsn token is from timeline \(token.timeline), newer than this cluster's timeline \(timeline)",
                                hint: "The token was issued after a failover this cluster has not followed.")
         }

@@ -1,6 +1,9 @@
 // The configuration model: what conf/causeway.toml says, validated and with defaults filled in.
 // ConfigLoader.swift turns a TOML document into these values; docs/contracts.md lists the schema.
 
+import LagMonitor
+import Router
+
 /// A TCP address to listen on: "host:port", or "[ipv6]:port".
 public struct ListenAddress: Sendable, Equatable, Hashable, CustomStringConvertible {
     public var host: String
@@ -79,21 +82,6 @@ public enum AuthType: String, Sendable, CaseIterable {
     case scramSHA256 = "scram-sha-256"
 }
 
-/// Default read consistency (see design.md §6).
-public enum Consistency: String, Sendable, CaseIterable {
-    case eventual, session, strong
-}
-
-/// What a read does when no replica is eligible.
-public enum Fallback: String, Sendable, CaseIterable {
-    case primary, wait, error
-}
-
-/// A backend's configured role; `auto` asks the server (`pg_is_in_recovery()`).
-public enum BackendRole: String, Sendable, CaseIterable {
-    case auto, primary, replica
-}
-
 /// Log verbosity, ordered by severity: debug < info < warn < error.
 public enum LogLevel: String, Sendable, CaseIterable, Comparable {
     case debug, info, warn, error
@@ -150,19 +138,19 @@ public struct ProxySettings: Sendable, Equatable {
 
 /// `[routing]`
 public struct RoutingSettings: Sendable, Equatable {
-    public var consistency: Consistency
+    public var consistency: ConsistencyMode
     public var maxLagMs: Int
     public var maxLagBytes: Int
     public var causalWaitMs: Int
-    public var fallback: Fallback
+    public var fallback: FallbackMode
     public var reportLSN: Bool
 
     public init(
-        consistency: Consistency = .session,
+        consistency: ConsistencyMode = .session,
         maxLagMs: Int = 1000,
         maxLagBytes: Int = 16_777_216,
         causalWaitMs: Int = 0,
-        fallback: Fallback = .primary,
+        fallback: FallbackMode = .primary,
         reportLSN: Bool = false
     ) {
         self.consistency = consistency
@@ -193,12 +181,12 @@ public struct BackendConfig: Sendable, Equatable {
     public var name: String
     public var host: String
     public var port: Int
-    public var role: BackendRole
+    public var role: DeclaredRole
     public var zone: String
     public var weight: Int
 
     public init(
-        name: String, host: String, port: Int = 5432, role: BackendRole = .auto, zone: String = "dc1",
+        name: String, host: String, port: Int = 5432, role: DeclaredRole = .auto, zone: String = "dc1",
         weight: Int = 1
     ) {
         self.name = name
@@ -220,10 +208,10 @@ public struct UserConfig: Sendable, Equatable {
     /// Per-user override of `proxy.auth_type`.
     public var authType: AuthType?
     /// Per-user default of `routing.consistency`.
-    public var consistency: Consistency?
+    public var consistency: ConsistencyMode?
 
     public init(name: String, password: String? = nil, scram: ScramVerifier? = nil, authType: AuthType? = nil,
-                consistency: Consistency? = nil) {
+                consistency: ConsistencyMode? = nil) {
         self.name = name
         self.password = password
         self.scram = scram
@@ -235,9 +223,9 @@ public struct UserConfig: Sendable, Equatable {
 /// Per-database settings.
 public struct DatabaseConfig: Sendable, Equatable {
     public var name: String
-    public var consistency: Consistency?
+    public var consistency: ConsistencyMode?
 
-    public init(name: String, consistency: Consistency? = nil) {
+    public init(name: String, consistency: ConsistencyMode? = nil) {
         self.name = name
         self.consistency = consistency
     }
@@ -271,7 +259,7 @@ public struct CausewayConfig: Sendable, Equatable {
     /// A session's starting consistency: the user's setting, else the database's, else the
     /// default (startup parameters and SET override it later), as PostgreSQL layers role and
     /// database settings.
-    public func consistency(user: String, database: String) -> Consistency {
+    public func consistency(user: String, database: String) -> ConsistencyMode {
         self.user(named: user)?.consistency
             ?? databases.first { $0.name == database }?.consistency
             ?? routing.consistency

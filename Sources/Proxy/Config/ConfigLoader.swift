@@ -1,4 +1,6 @@
 import Foundation
+import LagMonitor
+import Router
 
 // Turns a TOML document into a validated CausewayConfig.
 //
@@ -305,7 +307,7 @@ struct ConfigLoader {
             let password = optionalString(t, "password")
             let scramText = optionalString(t, "scram")
             let authType = optionalChoice(t, "auth_type", AuthType.self)
-            let consistency = optionalChoice(t, "consistency", Consistency.self)
+            let consistency = optionalChoice(t, "consistency", ConsistencyMode.self)
             var user = UserConfig(name: name?.value ?? "", authType: authType?.value, consistency: consistency?.value)
             let effective = authType?.value ?? proxy.authType
             let display = name.map { "user \"\($0.value)\"" } ?? "this user"
@@ -374,7 +376,7 @@ struct ConfigLoader {
                     firstLineOfName[name.value] = name.line
                 }
             }
-            let consistency = optionalChoice(t, "consistency", Consistency.self)
+            let consistency = optionalChoice(t, "consistency", ConsistencyMode.self)
             databases.append(DatabaseConfig(name: name?.value ?? "", consistency: consistency?.value))
         }
         return databases

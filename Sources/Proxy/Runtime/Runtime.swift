@@ -103,7 +103,7 @@ public final class ProxyRuntime: Sendable {
             let backend = slots[index].backend.config
             return MonitoredBackend(index: index, name: backend.name, host: backend.host, port: backend.port,
                                     zone: backend.zone, weight: backend.weight,
-                                    declaredRole: DeclaredRole(rawValue: backend.role.rawValue) ?? .auto)
+                                    declaredRole: backend.role)
         }
     }
 

@@ -34,10 +34,10 @@ public final class RuntimeSettings: Sendable {
         self.scramKeys = scramKeys
         reportLSN = config.routing.reportLSN
         policy = RoutingPolicy(
-            consistency: ConsistencyMode(rawValue: config.routing.consistency.rawValue) ?? .session,
+            consistency: config.routing.consistency,
             maxLagMs: config.routing.maxLagMs,
             maxLagBytes: UInt64(max(0, config.routing.maxLagBytes)),
-            fallback: FallbackMode(rawValue: config.routing.fallback.rawValue) ?? .primary,
+            fallback: config.routing.fallback,
             zone: config.proxy.zone,
             causalWaitMs: config.routing.causalWaitMs)
     }
