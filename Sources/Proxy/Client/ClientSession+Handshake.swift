@@ -90,7 +90,7 @@ extension ClientSession {
         frontend.startupCompleted()
         if message.minorVersion > 0 || !message.protocolExtensionNames.isEmpty {
             // We speak 3.0 and no extensions; negotiate down rather than refuse (PG19 libpq greases).
-            client.write(BackendMessage.negotiateProtocolVersion(newestMinor: 0,
+            client.write(BackendMessage.negotiateProtocolVersion(newestVersion: 3 << 16,
                                                                  unsupportedOptions: message.protocolExtensionNames).encoded())
         }
         phase = .authenticating
