@@ -89,8 +89,8 @@ extension ClientSession {
         for (index, link) in links where topology.backend(at: index)?.draining == true || settings.isRemoved(index) {
             // Pinned state (temp tables, advisory locks, LISTEN) lives on the primary's connection:
             // closing it quietly would lose it, so such a session waits for the cut and is told.
-            let busy = inFlight.contains { $0.link == index } || routing.transactionBackend == index
-                || boundLink == index || holdingLink == index
+            let busy = ledger.hasWork(on: index) || routing.transactionBackend == index
+                || boundLink == index || ledger.holding.link == index
                 || (index == primaryIndex && !pins.isEmpty)
             if !busy && link.isIdle {
                 dropLink(index, link)

@@ -89,12 +89,7 @@ extension ClientSession {
         guard let link = links[index] else { return }
         link.send(FrontendMessage.sync.encoded())
         link.expectInternal(.batchEnd(tag: Self.batchEndTag))
-        if let open = inFlight.lastIndex(where: { $0.link == index && $0.unit.open }) {
-            inFlight[open].unit.open = false
-            inFlight[open].unit.readies += 1
-        } else {
-            inFlight.append((index, UnitRecord(endsWithRollback: false, settingsInUnit: [], readies: 1)))
-        }
+        ledger.batchEnded(on: index)
         updateLinkReading()
     }
 
@@ -123,7 +118,7 @@ extension ClientSession {
         }
         // Replies the proxy makes itself must come after everything already in flight.
         if let reply = unit.localReply {
-            guard inFlight.isEmpty else {
+            guard ledger.isEmpty else {
                 block(unit)
                 return
             }
@@ -131,7 +126,7 @@ extension ClientSession {
             return
         }
         if unit.usesCausewayCommand && unit.end != .query && boundLink == nil {
-            guard inFlight.isEmpty else {
+            guard ledger.isEmpty else {
                 block(unit)
                 return
             }
@@ -139,7 +134,7 @@ extension ClientSession {
             return
         }
         if let command = unit.classification?.causewayCommand, unit.end == .query {
-            guard inFlight.isEmpty else {
+            guard ledger.isEmpty else {
                 block(unit)
                 return
             }
@@ -199,7 +194,7 @@ extension ClientSession {
         }
         // Responses must reach the client in request order: a unit for another server waits
         // until the servers ahead of it have answered.
-        if let head = inFlight.first, head.link != target {
+        if let head = ledger.headLink, head != target {
             block(unit)
             return
         }
@@ -419,32 +414,11 @@ extension ClientSession {
         }
 
         let onReplica = link.backendIndex != currentPrimaryIndex()
-        if let open = inFlight.lastIndex(where: { $0.link == link.backendIndex && $0.unit.open }) {
-            // A later part of a batch already on its way there.
-            continueRecord(at: open, with: unit)
-        } else if unit.readies > 0 || (unit.end == .partial && onReplica) {
-            var record = UnitRecord(endsWithRollback: unit.classification?.transaction == .rollback,
-                                    settingsInUnit: unit.executes ? unit.classification?.sessionCommands ?? [] : [],
-                                    readies: unit.readies, open: unit.continuesBatch)
-            if capture && worker.settings.reportLSN && inFlight.isEmpty && holdingLink == nil {
-                // The token must be readable when the commit returns: hold the responses until
-                // the LSN is in, then send the ParameterStatus just before ReadyForQuery.
-                record.holdForToken = true
-                holdingLink = link.backendIndex
-                held.removeAll(keepingCapacity: true)
-            } else if onReplica && inFlight.isEmpty && transactionStatus == .idle && boundLink == nil
-                && unit.end != .flush && !(unit.classification?.leavesTransactionOpen ?? false) {
-                // An autocommit read on a replica: keep a copy and hold its responses, so that a
-                // refusal (or a part of the batch that turns out to write) can re-run it elsewhere.
-                record.retryUnit = unit
-                holdingLink = link.backendIndex
-                held.removeAll(keepingCapacity: true)
-            } else if let holding = holdingLink {
-                // Something else follows the held unit on the wire: its responses can no longer
-                // be told apart by position, so let the held bytes go and stop holding.
-                releaseHeld(from: holding)
-            }
-            inFlight.append((link.backendIndex, record))
+        let retryable = onReplica && ledger.isEmpty && transactionStatus == .idle && boundLink == nil
+            && unit.end != .flush && !(unit.classification?.leavesTransactionOpen ?? false)
+        if let action = ledger.sent(.init(unit: unit, link: link.backendIndex, retryable: retryable,
+                                          reportsToken: capture && worker.settings.reportLSN)) {
+            perform(action, from: link)
         }
         boundLink = unit.continuesBatch ? link.backendIndex : nil
         lastLink = link.backendIndex
@@ -463,24 +437,6 @@ extension ClientSession {
         let onPrimary = link.backendIndex == currentPrimaryIndex()
         worker.runtime.stats.countUnit(worker.settings.counters(link.backendIndex), isWrite: onPrimary && reason == .write, reason: reason)
         updateLinkReading()
-    }
-
-    /// Folds a later part of a batch into the record of its first part: the ReadyForQuery it
-    /// brings, and the retry copy (bounded; dropped when the client asks for output with Flush,
-    /// since the held responses must then reach it).
-    private func continueRecord(at position: Int, with unit: RequestUnit) {
-        inFlight[position].unit.open = unit.continuesBatch
-        if unit.readies > 0 {
-            inFlight[position].unit.readies += unit.readies
-            inFlight[position].unit.endsWithRollback = unit.classification?.transaction == .rollback
-            if unit.executes { inFlight[position].unit.settingsInUnit += unit.classification?.sessionCommands ?? [] }
-        }
-        guard let copy = inFlight[position].unit.retryUnit else { return }
-        if unit.end == .flush || copy.bytes.count + unit.bytes.count > Self.holdLimit {
-            releaseHeld(from: inFlight[position].link)
-        } else {
-            inFlight[position].unit.retryUnit!.absorb(unit)
-        }
     }
 
     /// Sends the LSN capture now (for a unit whose capture had to wait for its ReadyForQuery).
@@ -529,7 +485,7 @@ extension ClientSession {
     /// While a unit is in flight only its server's responses may flow: another server's bytes
     /// could otherwise land in the middle of a message.
     func updateLinkReading() {
-        let head = inFlight.first?.link
+        let head = ledger.headLink
         let congested = client.isAboveHighWater
         for (index, link) in links where link.phase == .ready {
             if !congested && (head == nil || head == index) {

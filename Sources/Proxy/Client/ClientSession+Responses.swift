@@ -23,16 +23,10 @@ extension ClientSession: ServerLinkDelegate {
             routing.stickyReplica = nil
         }
         if boundLink == index { boundLink = nil }
-        if let head = inFlight.first, head.link == index, inFlight.count == 1, holdingLink == index,
-           let unit = head.unit.retryUnit {
+        if let action = ledger.linkLost(index) {
             // Nothing of this read reached the client yet: run it somewhere else.
-            log.info("read_retried", ["session": id, "backend": link.backend.config.name, "reason": "server_lost"])
-            inFlight.removeAll()
-            holdingLink = nil
-            held.removeAll(keepingCapacity: true)
             markUnavailable(index)
-            worker.runtime.stats.retries.add(1, ordering: .relaxed)
-            resend(unit)
+            perform(action, from: link)
             return
         }
         if lsnCapturePending && (index == primaryIndex || index == currentPrimaryIndex()) {
@@ -40,13 +34,9 @@ extension ClientSession: ServerLinkDelegate {
             // position, and let the session go on.
             lsnCapturePending = false
             if let known = worker.topology.primary?.currentLSN { routing.floor = max(routing.floor ?? known, known) }
-            if heldReadyEnd > 0 {
-                heldReadyEnd = 0
-                holdingLink = nil
-                flushHeld()
-            }
+            if let action = ledger.tokenResolved() { perform(action, from: link) }
         }
-        let hadWork = inFlight.contains { $0.link == index }
+        let hadWork = ledger.hasWork(on: index)
         let heldState = index == primaryIndex && (!pins.isEmpty || transactionStatus != .idle)
         if hadWork || (routing.transactionBackend == index && transactionStatus != .idle) || heldState {
             // The server died with the client's work or state on it: PostgreSQL's own behaviour
@@ -99,16 +89,17 @@ extension ClientSession: ServerLinkDelegate {
     func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?,
               withheld: [UInt8]?) -> Bool {
         guard phase == .relaying else { return false }
+        let holding = ledger.holding.link == link.backendIndex
         if let withheld {
-            if holdingLink == link.backendIndex { held += withheld } else { client.write(withheld) }
+            if holding { held += withheld } else { client.write(withheld) }
         }
-        if holdingLink == link.backendIndex {
+        if holding {
             if let ranges {
                 for range in ranges { held.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[range])) }
             } else {
                 held.append(contentsOf: bytes)
             }
-            if held.count > Self.holdLimit { releaseHeld(from: link.backendIndex) }
+            if held.count > UnitLedger.holdLimit, let action = ledger.heldOverflowed() { perform(action, from: link) }
             return false
         }
         defer {
@@ -138,17 +129,9 @@ extension ClientSession: ServerLinkDelegate {
             completeUnit(on: link, status: status)
         case let .clientError(body):
             worker.runtime.stats.serverErrors.add(1, ordering: .relaxed)
-            if let position = inFlight.firstIndex(where: { $0.link == link.backendIndex }) {
-                inFlight[position].unit.sawError = true
-                if holdingLink == link.backendIndex, inFlight[position].unit.retryUnit != nil {
-                    if let body, Self.isRetryableOnPrimary(body) {
-                        inFlight[position].unit.retryElsewhere = true
-                    } else if !inFlight[position].unit.retryElsewhere {
-                        // No retry will hide this error: the client gets it now, as PostgreSQL
-                        // sends it, not when the batch's Sync comes (which may wait for it).
-                        releaseHeld(from: link.backendIndex)
-                    }
-                }
+            let retryable = ledger.holding.link == link.backendIndex && body.map(Self.isRetryableOnPrimary) == true
+            if let action = ledger.serverError(on: link.backendIndex, retryableElsewhere: retryable) {
+                perform(action, from: link)
             }
         case let .internalMessage(tag, type, body):
             if tag == Self.lsnCaptureTag, type == BackendMessage.TypeByte.dataRow, let body {
@@ -173,28 +156,15 @@ extension ClientSession: ServerLinkDelegate {
     }
 
     func completeUnit(on link: ServerLink, status: BackendMessage.TransactionStatus) {
-        guard let position = inFlight.firstIndex(where: { $0.link == link.backendIndex }) else {
+        let (completed, action) = ledger.ready(on: link.backendIndex, tokenPending: lsnCapturePending)
+        guard let record = completed else {
             transactionStatus = status
             return
         }
-        let record = inFlight.remove(at: position).unit
-        if holdingLink == link.backendIndex && record.holdForToken && lsnCapturePending {
-            // Keep holding: the token goes in front of this ReadyForQuery once it arrives.
-            heldReadyEnd = held.count
-        } else if holdingLink == link.backendIndex {
-            holdingLink = nil
-            if record.retryElsewhere, let unit = record.retryUnit {
-                // The replica refused a read it should have accepted (read-only, recovery
-                // conflict): the client never sees that; the read runs on the primary.
-                held.removeAll(keepingCapacity: true)
-                log.info("read_retried", ["session": id, "backend": link.backend.config.name, "reason": "refused"])
-                worker.runtime.stats.retries.add(1, ordering: .relaxed)
-                var primaryUnit = unit
-                primaryUnit.forcePrimary = true
-                resend(primaryUnit)
-                return
-            }
-            flushHeld()
+        if let action {
+            perform(action, from: link)
+            // A retried read: what the replica said is forgotten, the read runs again.
+            if case .retry = action { return }
         }
         transactionStatus = status
         let tracked = record.settingsInUnit.filter { !$0.isLocal }
@@ -208,7 +178,7 @@ extension ClientSession: ServerLinkDelegate {
             }
             settingsInTransaction.removeAll()
             transactionFailed = false
-            if inFlight.isEmpty { transactionWrote = false }
+            if ledger.isEmpty { transactionWrote = false }
         case .inTransaction:
             settingsInTransaction += tracked
         case .failed:
@@ -220,7 +190,7 @@ extension ClientSession: ServerLinkDelegate {
             deferredCaptureLink = nil
             captureLSN(on: link)
         }
-        if inFlight.isEmpty { updateLinkReading() }
+        if ledger.isEmpty { updateLinkReading() }
         publishRunning()
         retryWaiting()
         checkShutdown()
@@ -234,12 +204,24 @@ extension ClientSession: ServerLinkDelegate {
         updateLinkReading()
     }
 
-    func releaseHeld(from index: Int) {
-        holdingLink = nil
-        if let position = inFlight.firstIndex(where: { $0.link == index }) {
-            inFlight[position].unit.retryUnit = nil
+    /// Carries out what the ledger decided about held responses.
+    func perform(_ action: UnitLedger.Action, from link: ServerLink) {
+        switch action {
+        case .releaseHeld:
+            heldReadyEnd = 0
+            flushHeld()
+        case .awaitToken:
+            // The token goes in front of this ReadyForQuery once the LSN is in.
+            heldReadyEnd = held.count
+        case .retry(var unit, let onPrimary):
+            // The client never sees the refusal (read-only, recovery conflict) or the lost server.
+            held.removeAll(keepingCapacity: true)
+            log.info("read_retried", ["session": id, "backend": link.backend.config.name,
+                                      "reason": onPrimary ? "refused" : "server_lost"])
+            worker.runtime.stats.retries.add(1, ordering: .relaxed)
+            unit.forcePrimary = onPrimary
+            resend(unit)
         }
-        flushHeld()
     }
 
     func flushHeld() {
@@ -269,10 +251,9 @@ extension ClientSession: ServerLinkDelegate {
                 }
             }
         }
-        if heldReadyEnd > 0 {
+        if let action = ledger.tokenResolved() {
             heldReadyEnd = 0
-            holdingLink = nil
-            flushHeld()
+            if case .releaseHeld = action { flushHeld() }
         }
         retryWaiting()
         checkShutdown()

@@ -62,9 +62,9 @@ final class ClientSession: StreamDelegate {
     var routing = SessionRouting()
     var pins: Set<PinReason> = []
     var transactionStatus = BackendMessage.TransactionStatus.idle
-    /// Units in flight per link, in order; the head's link is the only one whose responses may
-    /// reach the client now.
-    var inFlight: [(link: Int, unit: UnitRecord)] = []
+    /// Units in flight, in order, and whether their responses are held (UnitLedger); the head's
+    /// link is the only one whose responses may reach the client now.
+    var ledger = UnitLedger()
     var clientTerminated = false
     var transactionFailed = false
     var lastLink: Int?
@@ -73,22 +73,6 @@ final class ClientSession: StreamDelegate {
     var unavailable: Set<Int> = []
     var unavailableUntil: UInt64 = 0
     var shuttingDown = false
-
-    /// What the session needs to remember about a unit until its ReadyForQuery.
-    struct UnitRecord {
-        var endsWithRollback: Bool
-        var settingsInUnit: [SessionCommand]
-        var readies: Int
-        /// Its batch has not reached Sync yet: later parts join this record.
-        var open = false
-        var sawError = false
-        /// Kept for an autocommit read on a replica: if the replica refuses it (read-only,
-        /// recovery conflict) or dies before anything reached the client, it is re-run elsewhere.
-        var retryUnit: RequestUnit?
-        var retryElsewhere = false
-        /// report_lsn: hold this unit's ReadyForQuery until the commit's token can go before it.
-        var holdForToken = false
-    }
 
     /// Where the held ReadyForQuery ends, while waiting for the token to report before it.
     var heldReadyEnd = 0
@@ -122,10 +106,9 @@ final class ClientSession: StreamDelegate {
         return (waitDeadline == 0 && pauseDeadline == 0) || waiting.isEmpty
     }
 
-    /// Responses of a retryable unit, held back until its ReadyForQuery shows it succeeded.
+    /// Responses held back while the ledger says so (a replica read that may be retried, a
+    /// commit waiting for its token).
     var held: [UInt8] = []
-    var holdingLink: Int?
-    static let holdLimit = 256 * 1024
 
     init(worker: Worker, client: Stream) {
         self.worker = worker
@@ -195,12 +178,12 @@ final class ClientSession: StreamDelegate {
 
     /// Tells the cancel registry whether the client's work is on a server right now.
     func publishRunning() {
-        cancelKey.setRunning(!inFlight.isEmpty || boundLink != nil)
+        cancelKey.setRunning(!ledger.isEmpty || boundLink != nil)
     }
 
     /// Nothing in flight, no open transaction, no half-sent batch.
     var isQuiet: Bool {
-        !lsnCapturePending && inFlight.isEmpty && transactionStatus == .idle && waiting.isEmpty
+        !lsnCapturePending && ledger.isEmpty && transactionStatus == .idle && waiting.isEmpty
             && requests.pending.isEmpty
             && links.values.allSatisfy { $0.isIdle }
     }
