@@ -159,27 +159,24 @@ extension ClientSession {
             reason = .transaction
         } else {
             let decision = unit.forcePrimary ? primaryDecision(for: unit) : route(unit.classification!)
-            if decision.shouldWait, decision.error == nil {
-                // A replica is merely behind this session's floor: give it causal_wait_ms to
-                // catch up (the monitor polls faster meanwhile), then use the fallback target.
-                let now = cw_monotonic_nanos()
-                if waitDeadline == 0 {
-                    waitDeadline = now + UInt64(max(0, worker.settings.policy.causalWaitMs)) * 1_000_000
-                }
-                if now < waitDeadline {
-                    waitedGeneration = worker.topology.generation
-                    block(unit)
-                    worker.waitForTopology(self)
-                    return
-                }
-            }
-            waitDeadline = 0
-            if worker.runtime.paused.load(ordering: .relaxed),
-               Router.pauseHolds(decision, classification: unit.classification, inTransaction: transactionStatus != .idle),
-               holdForPause(unit) {
+            // A replica merely behind the floor gets causal_wait_ms (the monitor polls faster
+            // meanwhile); PAUSE holds a new write transaction until RESUME.
+            let clock = UnitWait.Clock(now: cw_monotonic_nanos(), generation: worker.topology.generation,
+                                       paused: worker.runtime.paused.load(ordering: .relaxed),
+                                       causalWaitNanos: UInt64(max(0, worker.settings.policy.causalWaitMs)) * 1_000_000,
+                                       pauseTimeoutNanos: worker.runtime.pauseTimeoutNanos.load(ordering: .relaxed))
+            switch unitWait.admit(decision, classification: unit.classification, inTransaction: transactionStatus != .idle,
+                                  clock: clock) {
+            case .wait:
+                block(unit)
+                worker.waitForTopology(self)
                 return
+            case let .refuse(error):
+                refuse(unit, error)
+                return
+            case .proceed:
+                break
             }
-            pauseDeadline = 0
             if let error = decision.error {
                 refuse(unit, ErrorFields(severity: .error, sqlState: error.sqlState, message: error.message))
                 return
@@ -224,25 +221,6 @@ extension ClientSession {
                                                      message: "no primary backend is available"))
         }
         return RouteDecision(target: primary, isPrimary: true, reason: reason)
-    }
-
-    /// Whether `unit` now waits for RESUME; past the pause timeout it is refused instead (and
-    /// the answer is also true: the unit is dealt with).
-    private func holdForPause(_ unit: RequestUnit) -> Bool {
-        let now = cw_monotonic_nanos()
-        if pauseDeadline == 0 {
-            pauseDeadline = now + worker.runtime.pauseTimeoutNanos.load(ordering: .relaxed)
-        }
-        if now < pauseDeadline {
-            block(unit)
-            worker.waitForTopology(self)
-            return true
-        }
-        pauseDeadline = 0
-        refuse(unit, ErrorFields(severity: .error, sqlState: SQLState.cannotConnectNow,
-                                 message: "writes are paused (PAUSE) and did not resume in time",
-                                 hint: "An operator paused writes for a switchover; retry after RESUME."))
-        return true
     }
 
     /// `unit`, being dispatched, cannot go yet: it heads the waiting units.

@@ -86,24 +86,17 @@ final class ClientSession: StreamDelegate {
     var capturedLSN: LSN?
     /// The replica this session last read from and the topology generation at that time.
     var lastReplicaRead: (index: Int, generation: UInt64)?
-    /// While waiting for a replica to reach the floor: when to give up, and the topology seen.
-    var waitDeadline: UInt64 = 0
-    var waitedGeneration: UInt64 = 0
-    /// While a write waits for RESUME: when it gives up.
-    var pauseDeadline: UInt64 = 0
+    /// Why the head of `waiting` waits for the cluster (a floor, RESUME), with its deadline.
+    var unitWait = UnitWait.none
 
     /// Called by the worker every few milliseconds while this session waits (for a replica to
     /// catch up, or for RESUME). Returns true when it no longer needs waking.
     func topologyChanged() -> Bool {
-        guard !waiting.isEmpty, waitDeadline != 0 || pauseDeadline != 0 else { return true }
-        let now = cw_monotonic_nanos()
-        if pauseDeadline != 0 {
-            if worker.runtime.paused.load(ordering: .relaxed) && now < pauseDeadline { return false }
-        } else if worker.topology.generation == waitedGeneration && now < waitDeadline {
-            return false
-        }
+        guard !waiting.isEmpty, unitWait != .none else { return true }
+        guard unitWait.shouldRetry(now: cw_monotonic_nanos(), generation: worker.topology.generation,
+                                   paused: worker.runtime.paused.load(ordering: .relaxed)) else { return false }
         retryWaiting()
-        return (waitDeadline == 0 && pauseDeadline == 0) || waiting.isEmpty
+        return unitWait == .none || waiting.isEmpty
     }
 
     /// Responses held back while the ledger says so (a replica read that may be retried, a

@@ -220,7 +220,7 @@ final class Worker {
 
     fileprivate func checkWaiters() {
         // Oldest wait first, so writes held by PAUSE are released in the order they arrived.
-        let waiting = topologyWaiters.values.sorted { ($0.pauseDeadline, $0.waitDeadline, $0.id) < ($1.pauseDeadline, $1.waitDeadline, $1.id) }
+        let waiting = topologyWaiters.values.sorted { ($0.unitWait.releaseOrder.0, $0.unitWait.releaseOrder.1, $0.id) < ($1.unitWait.releaseOrder.0, $1.unitWait.releaseOrder.1, $1.id) }
         for session in waiting where session.phase == .finished || session.topologyChanged() {
             topologyWaiters.removeValue(forKey: session.id)
         }
