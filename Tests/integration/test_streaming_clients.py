@@ -168,15 +168,15 @@ def test_libpq_pipeline_read_then_write_under_one_sync_writes_once_on_the_primar
     assert calls[cluster.primary_port] == 1 and sum(calls.values()) == 1, calls
 
 
-def test_asyncpg_cancel_never_lands_on_the_next_statement(proxy):
+def next_statements_cancelled(proxy, cancelled_statement, rounds: int) -> int:
+    """Runs `cancelled_statement(conn)` (which makes asyncpg cancel it) then `select 1`, `rounds`
+    times; returns how many of those next statements were cancelled (directly: none)."""
     async def loop():
         conn = await asyncpg_connect(proxy)
         cancelled_next = 0
         try:
-            for _ in range(40):
-                # asyncpg cancels a statement that outlives its timeout, then goes on.
-                with pytest.raises(asyncio.TimeoutError):
-                    await conn.fetchval("select pg_sleep(0.2)", timeout=0.05)
+            for _ in range(rounds):
+                await cancelled_statement(conn)
                 try:
                     assert await conn.fetchval("select 1") == 1
                 except asyncpg.QueryCanceledError:
@@ -185,32 +185,30 @@ def test_asyncpg_cancel_never_lands_on_the_next_statement(proxy):
         finally:
             await conn.close()
 
-    assert run(loop()) == 0
+    return run(loop())
+
+
+def test_asyncpg_cancel_never_lands_on_the_next_statement(proxy):
+    async def timed_out(conn):
+        # asyncpg cancels a statement that outlives its timeout, then goes on.
+        with pytest.raises(asyncio.TimeoutError):
+            await conn.fetchval("select pg_sleep(0.2)", timeout=0.05)
+
+    assert next_statements_cancelled(proxy, timed_out, 40) == 0
 
 
 def test_asyncpg_copy_out_cancelled_by_a_failing_sink_leaves_the_next_statement_alone(proxy):
     class SinkFailed(Exception):
         pass
 
-    async def loop():
-        conn = await asyncpg_connect(proxy)
-        cancelled_next = 0
-        try:
-            for _ in range(20):
-                async def sink(data):
-                    raise SinkFailed()
-                with pytest.raises(SinkFailed):
-                    await conn.copy_from_query("select g, repeat('x', 100) from generate_series(1, 20000) g",
-                                               output=sink)
-                try:
-                    assert await conn.fetchval("select 1") == 1
-                except asyncpg.QueryCanceledError:
-                    cancelled_next += 1
-            return cancelled_next
-        finally:
-            await conn.close()
+    async def sink(data):
+        raise SinkFailed()
 
-    assert run(loop()) == 0
+    async def copy_into_failing_sink(conn):
+        with pytest.raises(SinkFailed):
+            await conn.copy_from_query("select g, repeat('x', 100) from generate_series(1, 20000) g", output=sink)
+
+    assert next_statements_cancelled(proxy, copy_into_failing_sink, 20) == 0
 
 
 PID_MAX_LIMIT = 4_194_304  # Linux never gives a process a larger pid (include/linux/threads.h)

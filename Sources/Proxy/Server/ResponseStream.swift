@@ -145,13 +145,7 @@ struct ResponseStream {
                 }
                 if !forwarding { skipRange(start, index) }
                 if headerCount < 5 { break }
-                let length = Int32(bitPattern: UInt32(headerBytes.1) << 24 | UInt32(headerBytes.2) << 16
-                    | UInt32(headerBytes.3) << 8 | UInt32(headerBytes.4))
-                guard length >= 4 else { throw .invalidLength(type: headerBytes.0, length: length) }
-                guard Int(length) <= maximumLength else {
-                    throw .oversized(type: headerBytes.0, length: Int(length), limit: maximumLength)
-                }
-                bodyRemaining = Int(length) - 4
+                bodyRemaining = try bodyLength(atLeast: 0)
                 if bodyRemaining > captureLimit { capturing = false }
             }
             let take = min(bodyRemaining, count - index)
@@ -247,19 +241,21 @@ struct ResponseStream {
         if headerCount < 5 {
             setHeaderByte(headerCount, byte)
             headerCount += 1
-            if headerCount == 5 {
-                let length = Int32(bitPattern: UInt32(headerBytes.1) << 24 | UInt32(headerBytes.2) << 16
-                    | UInt32(headerBytes.3) << 8 | UInt32(headerBytes.4))
-                // A pid and two strings at least.
-                guard length >= 10 else { throw .invalidLength(type: headerBytes.0, length: length) }
-                guard Int(length) <= maximumLength else {
-                    throw .oversized(type: headerBytes.0, length: Int(length), limit: maximumLength)
-                }
-                bodyRemaining = Int(length) - 4
-            }
+            // A pid and two strings at least.
+            if headerCount == 5 { bodyRemaining = try bodyLength(atLeast: 6) }
         } else if bodyRemaining > 0 {
             bodyRemaining -= 1
         }
+    }
+
+    /// The body length the complete header announces, checked against what a message needs and
+    /// the limit.
+    private func bodyLength(atLeast minimum: Int) throws(WireError) -> Int {
+        let length = Int32(bitPattern: UInt32(headerBytes.1) << 24 | UInt32(headerBytes.2) << 16
+            | UInt32(headerBytes.3) << 8 | UInt32(headerBytes.4))
+        guard Int(length) >= 4 + minimum else { throw .invalidLength(type: headerBytes.0, length: length) }
+        guard Int(length) <= maximumLength else { throw .oversized(type: headerBytes.0, length: Int(length), limit: maximumLength) }
+        return Int(length) - 4
     }
 
     private static func rewritePID(in bytes: UnsafeMutableRawBufferPointer, at offset: Int, _ map: (Int32) -> Int32?) {
