@@ -12,10 +12,21 @@ struct ResponseStreamTests {
     }
 
     /// Feeds `bytes` in chunks; returns the forwarded bytes and the event kinds seen.
-    static func run(_ bytes: [UInt8], chunk: Int, expectations: [ResponseStream.Expectation],
+    static func run(_ bytes: [UInt8], chunk: Int, expectations: [ResponseStream.Expectation] = [],
+                    stream start: ResponseStream = ResponseStream(),
                     notificationPID: (Int32) -> Int32? = { _ in nil })
         throws -> (forwarded: [UInt8], events: [String]) {
-        var stream = ResponseStream()
+        var unused = start
+        return try run(bytes, chunk: chunk, expectations: expectations, stream: start, notificationPID: notificationPID, keep: &unused)
+    }
+
+    /// As above, leaving the stream's state in `keep` for a next run.
+    static func run(_ bytes: [UInt8], chunk: Int, expectations: [ResponseStream.Expectation] = [],
+                    stream start: ResponseStream, notificationPID: (Int32) -> Int32? = { _ in nil },
+                    keep: inout ResponseStream)
+        throws -> (forwarded: [UInt8], events: [String]) {
+        var stream = start
+        defer { keep = stream }
         for expectation in expectations { stream.expect(expectation) }
         var forwarded: [UInt8] = []
         var events: [String] = []
@@ -75,6 +86,39 @@ struct ResponseStreamTests {
         }
     }
 
+    @Test func aParseInjectedMidBatchSwallowsItsOwnCompletionNotTheClientsEarlierOne() throws {
+        // The client's Parse/Bind/Execute went out in one part; a later part Binds a statement this
+        // server lacks, so the proxy put a Parse of it there. At every split, the client still gets
+        // its own ParseComplete first, and only the injected one disappears.
+        let clientPart: [BackendMessage] = [.parseComplete, .bindComplete, .commandComplete("INSERT 0 1")]
+        let laterPart: [BackendMessage] = [.bindComplete, .commandComplete("INSERT 0 1"), .readyForQuery(.idle)]
+        let bytes = Self.encode(clientPart + [.parseComplete] + laterPart)
+        for chunk in 1...bytes.count {
+            var stream = ResponseStream()
+            stream.noteClientMessages(completions: 1, readies: 0)
+            stream.expect(.injectedCompletions(count: 1, afterClientCompletions: stream.clientCompletionsSent))
+            stream.noteClientMessages(completions: 0, readies: 1)
+            let (forwarded, events) = try Self.run(bytes, chunk: chunk, stream: stream)
+            #expect(forwarded == Self.encode(clientPart + laterPart), "chunk \(chunk)")
+            #expect(events == ["ready:I"], "chunk \(chunk)")
+        }
+    }
+
+    @Test func afterAnErrorSkippedCompletionsDoNotDelayTheNextInjection() throws {
+        // The client's batch failed at its first message: its Parse never completes. The next
+        // batch's injected Parse must still be swallowed.
+        var stream = ResponseStream()
+        stream.noteClientMessages(completions: 2, readies: 1)
+        let failed = Self.encode([.errorResponse(ErrorFields(severity: .error, sqlState: "42P01", message: "no such table")),
+                                  .readyForQuery(.idle)])
+        _ = try Self.run(failed, chunk: failed.count, stream: stream, keep: &stream)
+        stream.expect(.injectedCompletions(count: 1, afterClientCompletions: stream.clientCompletionsSent))
+        stream.noteClientMessages(completions: 0, readies: 1)
+        let next = Self.encode([.parseComplete, .bindComplete, .readyForQuery(.idle)])
+        let (forwarded, _) = try Self.run(next, chunk: 1, stream: stream)
+        #expect(forwarded == Self.encode([.bindComplete, .readyForQuery(.idle)]))
+    }
+
     @Test func aBatchEndedByTheProxyForwardsItsResponsesButNotItsReadyForQuery() throws {
         // Parse/Describe + Flush from the client, then a Sync the proxy added: the client asked for
         // the ParseComplete and descriptions, not for a ReadyForQuery.
@@ -130,12 +174,12 @@ struct ResponseStreamTests {
 
     @Test func injectedParseCompletesAreSwallowedButAnErrorIsNot() throws {
         let ok = Self.encode([.parseComplete, .parseComplete, .bindComplete, .readyForQuery(.idle)])
-        let (forwarded, _) = try Self.run(ok, chunk: 2, expectations: [.injectedCompletions(count: 1)])
+        let (forwarded, _) = try Self.run(ok, chunk: 2, expectations: [.injectedCompletions(count: 1, afterClientCompletions: 0)])
         #expect(forwarded == Self.encode([.parseComplete, .bindComplete, .readyForQuery(.idle)]))
 
         let failure = BackendMessage.errorResponse(ErrorFields(severity: .error, sqlState: "42P01", message: "no table"))
         let failed = Self.encode([failure, .readyForQuery(.idle)])
-        let (forwardedFailure, events) = try Self.run(failed, chunk: 4, expectations: [.injectedCompletions(count: 2)])
+        let (forwardedFailure, events) = try Self.run(failed, chunk: 4, expectations: [.injectedCompletions(count: 2, afterClientCompletions: 0)])
         #expect(forwardedFailure == failed)
         #expect(events == ["error", "ready:I"])
     }

@@ -5,6 +5,7 @@ reach the client as soon as the server sends it."""
 
 import asyncio
 import select
+import time
 import struct
 
 import asyncpg
@@ -230,3 +231,38 @@ def test_backend_pids_are_distinct_and_never_a_real_process_id(proxy, cluster):
     finally:
         for conn in conns:
             conn.close()
+
+
+def test_a_statement_recreated_in_the_middle_of_a_batch_leaves_the_clients_responses_intact(proxy, cluster):
+    """A batch arriving in two parts on a replica, whose second part binds a named statement that
+    only the primary has: the proxy prepares it there in the middle of the batch, and the client
+    still gets every response of its own, in order (its first ParseComplete included)."""
+    def parse(name, sql):
+        return message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))
+
+    def bind(portal, statement):
+        return message(b"B", portal.encode() + b"\0" + statement.encode() + b"\0" + struct.pack("!hhh", 0, 0, 0))
+
+    def execute(portal):
+        return message(b"E", portal.encode() + b"\0" + struct.pack("!i", 0))
+
+    sync = message(b"S")
+    with proxy.wire() as w:
+        w.login()
+        # A named statement prepared on the primary only.
+        w.send(parse("on_primary", "/* causeway: primary */ select 2") + sync)
+        assert w.read_message()[0] == b"1" and w.read_message()[0] == b"Z"
+        # The batch: its first part (a read) goes to a replica and is forwarded before the rest.
+        w.send(parse("", "select inet_server_port()") + bind("", "") + execute(""))
+        time.sleep(0.3)
+        w.send(bind("p2", "on_primary") + execute("p2") + sync)
+        types, rows = [], []
+        while True:
+            type_, body = w.read_message()
+            types.append(type_)
+            if type_ == b"D":
+                rows.append(body[6:].decode())
+            if type_ in (b"Z", b"E"):
+                break
+        assert types == [b"1", b"2", b"D", b"C", b"2", b"D", b"C", b"Z"], (types, rows)
+        assert int(rows[0]) in cluster.replica_ports and rows[1] == "2"

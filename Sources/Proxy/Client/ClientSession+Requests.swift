@@ -88,7 +88,7 @@ extension ClientSession {
         boundLink = nil
         guard let link = links[index] else { return }
         link.send(FrontendMessage.sync.encoded())
-        link.expectInternal(.batchEnd(tag: Self.batchEndTag))
+        link.noteBatchEnd()
         ledger.batchEnded(on: index)
         updateLinkReading()
     }
@@ -343,7 +343,10 @@ extension ClientSession {
             injectedParses += 1
             link.preparedStatements.insert(name)
         }
-        if injectedParses > 0 { link.expectInternal(.injectedCompletions(count: injectedParses)) }
+        if injectedParses > 0 {
+            // Behind whatever of the client's batch is still unanswered (it may have come in parts).
+            link.expectInternal(.injectedCompletions(count: injectedParses, afterClientCompletions: link.clientCompletionsSent))
+        }
         var capture = needsLSNCapture(unit, on: link, reason: reason)
         if capture && unit.mayStartCopy {
             // A COPY FROM STDIN puts the server in copy mode: a query behind it would be read as
@@ -358,7 +361,7 @@ extension ClientSession {
             if capture { out += Self.lsnCaptureQuery }
             link.send(out)
         }
-        link.noteClientRequest(readies: unit.readies)
+        link.noteClientRequest(readies: unit.readies, completions: unit.completions)
         if capture {
             // Pipelined behind the client's own request: the client's ReadyForQuery is relayed
             // first, the LSN arrives a moment later on the same connection and is swallowed.

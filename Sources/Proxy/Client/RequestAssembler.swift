@@ -60,12 +60,14 @@ struct RequestAssembler {
             if classification.isWrite && Self.mentionsCopy(query) { pending.mayStartCopy = true }
             pending.parses.append((name, PreparedStatement(query: query, parameterTypes: types, classification: classification)))
             pending.merge(classification)
+            pending.completions += 1
         case let .bind(_, statement):
             noteUse(of: statement, context)
         case let .describe(kind, name):
             if kind == .statement { noteUse(of: name, context) }
         case let .close(kind, name):
             if kind == .statement { pending.closes.append(name) }
+            pending.completions += 1
         case .execute:
             pending.executes = true
         case .sync, .flush:

@@ -60,6 +60,8 @@ struct RequestUnit {
     var uses: [String] = []
     /// Statements it closes.
     var closes: [String] = []
+    /// Parse and Close messages in it (each answered by a ParseComplete or CloseComplete).
+    var completions = 0
     var classification: Classification?
     /// Must run on the primary whatever it looks like (FunctionCall).
     var forcePrimary = false
@@ -104,6 +106,7 @@ struct RequestUnit {
             uses.append(name)
         }
         closes += part.closes
+        completions += part.completions
         if let other = part.classification { merge(other) }
         executes = executes || part.executes
         mayStartCopy = mayStartCopy || part.mayStartCopy

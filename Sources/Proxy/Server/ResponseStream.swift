@@ -15,9 +15,11 @@ struct ResponseStream {
     enum Expectation: Equatable {
         /// A whole proxy-made request: swallow everything through its ReadyForQuery.
         case internalRequest(tag: Int)
-        /// Proxy-made Parse/Close messages placed before a client's batch: swallow that many
-        /// ParseComplete/CloseComplete. An error ends the swallowing (the client must see it).
-        case injectedCompletions(count: Int)
+        /// Proxy-made Parse/Close messages placed among a client's messages: swallow that many
+        /// ParseComplete/CloseComplete once the client's own completions before them (the
+        /// stream's `clientCompletionsSent` when they were injected) have gone by. An error ends
+        /// the swallowing (the client must see it; the server skips to Sync).
+        case injectedCompletions(count: Int, afterClientCompletions: Int)
         /// Client requests already in flight ahead of a later internal one: forward through that
         /// many ReadyForQuery messages.
         case clientReadies(count: Int)
@@ -43,6 +45,12 @@ struct ResponseStream {
 
     private(set) var expectations: [Expectation] = []
     private var head = 0
+    /// Client Parse/Close messages sent and completions forwarded so far; at each client Sync
+    /// (or Query) the count sent before it, because after an error the server skips the rest of
+    /// the batch and its completions never come.
+    private(set) var clientCompletionsSent = 0
+    private var clientCompletionsSeen = 0
+    private var completionsAtReady: [Int] = []
 
     private var headerBytes: (UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0)
     private var headerCount = 0
@@ -67,6 +75,18 @@ struct ResponseStream {
 
     var isAtBoundary: Bool { headerCount == 0 && bodyRemaining == 0 }
     var hasExpectations: Bool { head < expectations.count }
+
+    /// Client messages went to the server: `completions` Parse/Close among them, ending with
+    /// `readies` ReadyForQuery (Sync, Query) — or a Sync of the proxy's that ends a client batch.
+    mutating func noteClientMessages(completions: Int, readies: Int) {
+        clientCompletionsSent += completions
+        for _ in 0..<readies { completionsAtReady.append(clientCompletionsSent) }
+    }
+
+    private mutating func readyArrived() {
+        guard !completionsAtReady.isEmpty else { return }
+        clientCompletionsSeen = max(clientCompletionsSeen, completionsAtReady.removeFirst())
+    }
 
     mutating func expect(_ expectation: Expectation) {
         if head > 0 && head == expectations.count {
@@ -179,8 +199,9 @@ struct ResponseStream {
                 currentTag = tag
                 return false
             }
-        case .injectedCompletions:
-            return !(type == BackendMessage.TypeByte.parseComplete || type == BackendMessage.TypeByte.closeComplete)
+        case let .injectedCompletions(_, after):
+            let completion = type == BackendMessage.TypeByte.parseComplete || type == BackendMessage.TypeByte.closeComplete
+            return !completion || clientCompletionsSeen < after
         case .clientReadies:
             return true
         case let .batchEnd(tag):
@@ -197,7 +218,10 @@ struct ResponseStream {
                 if head < expectations.count, case let .clientReadies(remaining) = expectations[head] {
                     if remaining <= 1 { head += 1 } else { expectations[head] = .clientReadies(count: remaining - 1) }
                 }
+                readyArrived()
                 if let status = capturedStatus() { onEvent(.clientReady(status)) }
+            case BackendMessage.TypeByte.parseComplete, BackendMessage.TypeByte.closeComplete:
+                clientCompletionsSeen += 1
             case BackendMessage.TypeByte.errorResponse:
                 onEvent(.clientError(capturing ? capture[...] : nil))
                 if capturing, Self.isFatal(capture[...]) { onEvent(.fatalError) }
@@ -221,10 +245,15 @@ struct ResponseStream {
             } else {
                 onEvent(.internalMessage(tag: tag, type: type, body: capturing ? capture[...] : nil))
             }
-        case let .injectedCompletions(remaining):
-            if remaining <= 1 { head += 1 } else { expectations[head] = .injectedCompletions(count: remaining - 1) }
+        case let .injectedCompletions(remaining, after):
+            if remaining <= 1 {
+                head += 1
+            } else {
+                expectations[head] = .injectedCompletions(count: remaining - 1, afterClientCompletions: after)
+            }
         case let .batchEnd(tag):
             head += 1
+            readyArrived()
             onEvent(.internalDone(tag: tag, status: capturedStatus() ?? .idle))
         case .clientReadies:
             break

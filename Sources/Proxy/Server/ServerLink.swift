@@ -82,12 +82,23 @@ final class ServerLink: StreamDelegate {
         stream.write(bytes)
     }
 
-    /// Records a client request sent here that will end with `readies` ReadyForQuery messages.
-    func noteClientRequest(readies: Int) {
+    /// Records client messages sent here: `completions` Parse/Close among them, ending with
+    /// `readies` ReadyForQuery messages (none for a part of a batch).
+    func noteClientRequest(readies: Int, completions: Int) {
+        responses.noteClientMessages(completions: completions, readies: readies)
         guard readies > 0 else { return }
         if responses.hasExpectations { responses.expect(.clientReadies(count: readies)) }
         outstanding += readies
     }
+
+    /// The proxy ended a client's batch with a Sync of its own (its ReadyForQuery is swallowed).
+    func noteBatchEnd() {
+        expectInternal(.batchEnd(tag: ClientSession.batchEndTag))
+        responses.noteClientMessages(completions: 0, readies: 1)
+    }
+
+    /// Where injected Parse/Close completions start: after the client's sent so far.
+    var clientCompletionsSent: Int { responses.clientCompletionsSent }
 
     /// Queues the expectation for a proxy-made request about to be sent; client requests already
     /// in flight keep their responses.
