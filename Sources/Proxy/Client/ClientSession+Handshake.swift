@@ -267,7 +267,7 @@ extension ClientSession {
                           startupParameters: serverStartupParameters(), clientProcessID: id)
     }
 
-    private func serverStartupParameters() -> [(String, String)] {
+    func serverStartupParameters() -> [(String, String)] {
         var parameters = [("user", userName), ("database", database)]
         for (name, value) in startup?.parameters ?? [] {
             switch name {

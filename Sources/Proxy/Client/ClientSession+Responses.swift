@@ -8,6 +8,8 @@ extension ClientSession: ServerLinkDelegate {
     func linkReady(_ link: ServerLink, greeting: ServerGreeting) {
         if greeting.parameter("in_hot_standby") != "on" && link.backendIndex == currentPrimaryIndex() {
             notePrimaryLink(link)
+            // Every primary login refreshes what later logins like this one are greeted with.
+            worker.runtime.greetings.store(greeting.parameters, for: GreetingCache.key(serverStartupParameters()))
         }
         reportParameterChanges(of: link)
         updateLinkReading()
@@ -84,7 +86,6 @@ extension ClientSession: ServerLinkDelegate {
         if !link.endedWhileIdle { markUnavailable(index) }
         retryWaiting()
     }
-
 
     func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?,
               withheld: [UInt8]?) -> Bool {

@@ -6,7 +6,7 @@ import Synchronization
 /// connection: links open only when a unit needs one, so idle clients hold no server
 /// connection and read-only clients can log in while the primary is down.
 ///
-/// Values a role or database setting changes later (ALTER ROLE … SET) are refreshed by the next
+/// Values a role or database setting changes later (ALTER ROLE … SET) are refreshed by every
 /// primary login with those parameters; a session also sends ParameterStatus when a server it
 /// starts using reports a different value.
 final class GreetingCache: Sendable {

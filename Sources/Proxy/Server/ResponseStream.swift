@@ -58,7 +58,6 @@ struct ResponseStream {
     private var forwarding = true
     private var capture: [UInt8] = []
     private var capturing = false
-    private var currentTag = -1
     private let captureLimit = 8192
     /// Bytes of a NotificationResponse's type, length and pid seen so far while they straddle
     /// reads (at most nine), and whether the current message is such a notification.
@@ -189,14 +188,13 @@ struct ResponseStream {
     private mutating func decideForwarding(_ type: UInt8) -> Bool {
         guard head < expectations.count else { return true }
         switch expectations[head] {
-        case let .internalRequest(tag):
+        case .internalRequest:
             // Asynchronous messages (NOTIFY, notices, ParameterStatus) still belong to the client.
             switch type {
             case BackendMessage.TypeByte.notification, BackendMessage.TypeByte.noticeResponse,
                  BackendMessage.TypeByte.parameterStatus:
                 return true
             default:
-                currentTag = tag
                 return false
             }
         case let .injectedCompletions(_, after):
@@ -204,8 +202,7 @@ struct ResponseStream {
             return !completion || clientCompletionsSeen < after
         case .clientReadies:
             return true
-        case let .batchEnd(tag):
-            currentTag = tag
+        case .batchEnd:
             return type != BackendMessage.TypeByte.readyForQuery
         }
     }
