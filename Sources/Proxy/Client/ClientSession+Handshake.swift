@@ -106,9 +106,7 @@ extension ClientSession {
 
     /// The consistency the configuration gives this user and database (RESET returns to it).
     func configuredConsistency() -> ConsistencyMode {
-        let settings = worker.settings
-        let configured = settings.config.consistency(user: userName, database: database)
-        return configured
+        worker.settings.config.consistency(user: userName, database: database)
     }
 
     /// `causeway.*` startup parameters: the session's consistency, route and token.
