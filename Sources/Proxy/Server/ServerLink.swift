@@ -264,10 +264,13 @@ final class ServerLink: StreamDelegate {
         }
         if wasIdle && sentFatal {
             // Nobody asked this server anything: a session with nothing open here simply opens
-            // another connection later, so its client must not see this one's goodbye.
+            // another connection later, so its client must not see this one's goodbye. The link
+            // goes now, not at the server's EOF: a unit sent in between would die with it.
             sentFatal = false
             endedWhileIdle = true
             events.removeAll(keepingCapacity: true)
+            fail(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
+                             message: "\(backend.label) ended an idle connection"), duringLogin: false)
             return false
         }
         // Bytes go out before the events that end inside them are acted on, so a session that
