@@ -194,16 +194,3 @@ def test_server_backend_terminated_the_client_is_told_at_once(proxy, cluster, su
             assert victim.closed_by_peer()
         assert bystander_conn.execute("select 'fine'").fetchone()[0] == "fine"
     assert superuser.execute(f"select count(*) from {table}").fetchone()[0] == 0
-
-
-def test_a_server_ending_an_idle_connection_is_invisible_to_the_next_statement(proxy, cluster):
-    """The server ends the session's idle connection (pg_terminate_backend, idle_session_timeout):
-    the next statement opens a new connection and never sees the old one's goodbye."""
-    with proxy.connect(application_name=unique("idle_end")) as conn, cluster.superuser() as direct:
-        for _ in range(20):
-            conn.execute("select pg_sleep(0)")
-            before = conn.execute("/* causeway: primary */ select pg_backend_pid()").fetchone()[0]
-            direct.execute("select pg_terminate_backend(%s)", (before,))
-            wait_until(lambda: cluster.backend(before) is None, timeout=5, message="the terminated backend to exit")
-            after = conn.execute("/* causeway: primary */ select pg_backend_pid()").fetchone()[0]
-            assert after != before
