@@ -1,6 +1,8 @@
 """The admin console (database `causeway`), DRAIN under load, and the Prometheus endpoint."""
 import os
 import re
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -10,7 +12,7 @@ import urllib.request
 import psycopg
 import pytest
 
-from conftest import HOST, ServerError, free_port, wait_until
+from conftest import HOST, ServerError, free_port, message, wait_until
 
 
 def admin(proxy, command, user="postgres", password="postgres", check=True):
@@ -203,6 +205,29 @@ def test_pause_holds_writes_but_not_reads_and_resume_releases_them(make_proxy, t
     assert failures == []
     with proxy.connect() as conn:
         assert conn.execute(f"/* causeway: primary */ SELECT t FROM {table} WHERE id = 1").fetchone() == ("held",)
+
+
+def test_pause_holds_a_function_call_too(make_proxy):
+    """A FunctionCall message names its function by OID; it may write, so PAUSE holds it like a
+    write until RESUME."""
+    proxy = make_proxy()
+    admin(proxy, "PAUSE 30")
+    try:
+        with proxy.wire(timeout=10) as w:
+            w.login()
+            # pg_backend_pid() (OID 2026): no arguments, text result.
+            w.send(message(b"F", struct.pack("!ihhh", 2026, 0, 0, 0)))
+            w.sock.settimeout(1.0)
+            with pytest.raises(socket.timeout):
+                w.read_message()
+            admin(proxy, "RESUME")
+            w.sock.settimeout(10)
+            type_, body = w.read_message()
+            assert type_ == b"V", (type_, body)
+            assert int(body[4:].decode()) > 0
+            assert w.read_message() == (b"Z", b"I")
+    finally:
+        admin(proxy, "RESUME")
 
 
 def test_a_write_paused_past_its_timeout_gets_a_clear_error(make_proxy, table):
