@@ -467,7 +467,7 @@ def parse_fields(body: bytes) -> dict[str, str]:
 class LoginResult:
     parameters: dict[str, str] = field(default_factory=dict)
     backend_key: tuple[int, bytes] | None = None
-    negotiate: tuple[int, list[str]] | None = None  # NegotiateProtocolVersion: newest minor, unknown options
+    negotiate: tuple[int, list[str]] | None = None  # NegotiateProtocolVersion: newest version code, unknown options
     auth_requests: list[int] = field(default_factory=list)
     status: str = ""
 

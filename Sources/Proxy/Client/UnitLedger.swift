@@ -23,14 +23,14 @@ struct UnitLedger {
         /// An autocommit read on a replica: a copy of it is kept (bounded) and nothing reaches
         /// the client until it succeeded; `elsewhere` once the replica refused it retryably.
         case forRetry(link: Int, copy: RequestUnit, elsewhere: Bool)
-        /// report_lsn: a committing write's responses wait for its LSN; `readyArrived` once its
-        /// ReadyForQuery is in the held bytes (the token goes just before it).
-        case forToken(link: Int, readyArrived: Bool)
+        /// report_lsn: a committing write's responses, its ReadyForQuery included, wait for its LSN.
+        /// (The token goes just before the held ReadyForQuery.)
+        case forToken(link: Int)
 
         var link: Int? {
             switch self {
             case .passing: nil
-            case let .forRetry(link, _, _), let .forToken(link, _): link
+            case let .forRetry(link, _, _), let .forToken(link): link
             }
         }
 
@@ -78,7 +78,7 @@ struct UnitLedger {
         guard unit.readies > 0 || (unit.end == .partial && sending.retryable) else { return nil }
         var action: Action?
         if sending.reportsToken && records.isEmpty && holding.isPassing {
-            holding = .forToken(link: sending.link, readyArrived: false)
+            holding = .forToken(link: sending.link)
         } else if sending.retryable && records.isEmpty {
             holding = .forRetry(link: sending.link, copy: unit, elsewhere: false)
         } else if !holding.isPassing {
@@ -102,10 +102,9 @@ struct UnitLedger {
             if unit.executes { records[position].settingsInUnit += unit.classification?.sessionCommands ?? [] }
         }
         guard case .forRetry(let link, var copy, let elsewhere) = holding, link == records[position].link else { return nil }
-        if unit.end == .flush || copy.bytes.count + unit.bytes.count > Self.holdLimit {
-            holding = .passing
-            return .releaseHeld
-        }
+        // Let go of the enum's reference first, so the copy grows in place instead of being copied.
+        holding = .passing
+        if unit.end == .flush || copy.bytes.count + unit.bytes.count > Self.holdLimit { return .releaseHeld }
         copy.absorb(unit)
         holding = .forRetry(link: link, copy: copy, elsewhere: elsewhere)
         return nil
@@ -141,13 +140,12 @@ struct UnitLedger {
         guard let position = records.firstIndex(where: { $0.link == link }) else { return (nil, nil) }
         let record = records.remove(at: position)
         switch holding {
-        case .forToken(link, _) where tokenPending:
-            holding = .forToken(link: link, readyArrived: true)
+        case .forToken(link) where tokenPending:
             return (record, .awaitToken)
         case let .forRetry(link, copy, elsewhere) where link == record.link:
             holding = .passing
             return (record, elsewhere ? .retry(copy, onPrimary: true) : .releaseHeld)
-        case .forToken(link, _):
+        case .forToken(link):
             holding = .passing
             return (record, .releaseHeld)
         default:
