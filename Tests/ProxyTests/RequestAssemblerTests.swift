@@ -11,8 +11,8 @@ struct RequestAssemblerTests {
 
     var context: RequestAssembler.Context {
         let known = statements
-        return RequestAssembler.Context(classify: { QueryClassifier.classify($0, volatileFunctions: []) },
-                                        statement: { known[$0] })
+        return RequestAssembler.Context(classifier: { QueryClassifier.classify($0, volatileFunctions: []) },
+                                        statements: { known[$0] })
     }
 
     /// Feeds messages; returns the outputs in order, as short descriptions.

@@ -2,7 +2,7 @@ import CLibUV
 import Router
 import Wire
 
-/// The admin console (database `causeway`) and session-side maintenance for DRAIN.
+/// The admin console (database `causeway`).
 extension ClientSession {
     static let adminDatabase = "causeway"
 
@@ -80,40 +80,5 @@ extension ClientSession {
         default:
             sendFatal(ClientAuthenticator.protocolViolation("unexpected message for the admin console"))
         }
-    }
-
-    /// DRAIN, or a reload that removed a backend: an idle connection to it closes now; a busy one
-    /// at its next transaction boundary; once the time is up, one still busy is cut with an error.
-    func releaseDrainingLinks(_ topology: Topology, _ settings: RuntimeSettings) {
-        guard phase == .relaying, !isAdmin else { return }
-        for (index, link) in links where topology.backend(at: index)?.draining == true || settings.isRemoved(index) {
-            // Pinned state (temp tables, advisory locks, LISTEN) lives on the primary's connection:
-            // closing it quietly would lose it, so such a session waits for the cut and is told.
-            let busy = ledger.hasWork(on: index) || routing.transactionBackend == index
-                || boundLink == index || ledger.holding.link == index
-                || (index == primaryIndex && !pins.isEmpty)
-            if !busy && link.isIdle {
-                dropLink(index, link)
-            } else if worker.runtime.drainExpired(index) {
-                log.warn("drain_cut", ["session": id, "backend": link.backend.config.name])
-                sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
-                                      message: settings.isRemoved(index)
-                                          ? "terminating connection: backend \(link.backend.config.name) was removed from the configuration and this session was still using it when the grace period ended"
-                                          : "terminating connection: backend \(link.backend.config.name) was drained for maintenance and this session was still using it when the drain timed out",
-                                      hint: "Reconnect; new sessions avoid the drained backend."))
-                return
-            }
-        }
-    }
-
-    private func dropLink(_ index: Int, _ link: ServerLink) {
-        links.removeValue(forKey: index)
-        link.close()
-        if routing.stickyReplica == index {
-            worker.releaseReplica(index)
-            routing.stickyReplica = nil
-        }
-        if lastLink == index { lastLink = nil }
-        log.debug("drained_link_closed", ["session": id, "backend": link.backend.config.name])
     }
 }

@@ -104,14 +104,10 @@ extension ClientSession {
         perform(action)
     }
 
-    /// The consistency the configuration gives this user and database (RESET returns to it).
-    func configuredConsistency() -> ConsistencyMode {
-        worker.settings.config.consistency(user: userName, database: database)
-    }
-
     /// `causeway.*` startup parameters: the session's consistency, route and token.
     private func applyStartupOptions(_ message: StartupMessage) -> ErrorFields? {
-        routing.consistency = configuredConsistency()
+        machine.configuredConsistency = worker.settings.config.consistency(user: userName, database: database)
+        machine.routing.consistency = machine.configuredConsistency
         for (name, value) in message.parameters where name.hasPrefix("causeway.") {
             switch name {
             case "causeway.consistency":
@@ -119,18 +115,18 @@ extension ClientSession {
                     return ErrorFields(severity: .fatal, sqlState: SQLState.invalidParameterValue,
                                        message: "invalid value for causeway.consistency: \"\(value)\" (use eventual, session or strong)")
                 }
-                routing.consistency = mode
+                machine.routing.consistency = mode
             case "causeway.route":
                 guard let hint = RouteHint(rawValue: value.lowercased()) else {
                     return ErrorFields(severity: .fatal, sqlState: SQLState.invalidParameterValue,
                                        message: "invalid value for causeway.route: \"\(value)\" (use primary, replica or auto)")
                 }
-                routing.hint = hint
+                machine.routing.hint = hint
             case "causeway.min_lsn":
                 if let lsn = LSN(parsing: value) {
-                    routing.floor = max(routing.floor ?? lsn, lsn)
+                    machine.routing.floor = max(machine.routing.floor ?? lsn, lsn)
                 } else if let token = CausalToken(parsing: value) {
-                    if var problem = acceptToken(token) {
+                    if var problem = machine.acceptToken(token, environment) {
                         problem.fields[0].value = "FATAL"
                         problem.fields[1].value = "FATAL"
                         return problem
@@ -182,7 +178,7 @@ extension ClientSession {
             if let parameters = worker.runtime.greetings.parameters(for: GreetingCache.key(serverStartupParameters())) {
                 // Greeted as the primary greeted the last login like this one; servers are
                 // logged in to when a unit needs them.
-                greet(parameters: parameters, notices: [], status: .idle)
+                greet(parameters: parameters, notices: [], status: .idle, loginLink: nil)
                 log.info("session_started", ["session": id, "user": userName, "database": database, "backend": "none"])
                 return
             }
@@ -241,7 +237,7 @@ extension ClientSession {
         let observer = PrimaryLoginObserver(session: self, remaining: remaining, standbysToo: standbysToo)
         primaryLoginObserver = observer
         link.delegate = observer
-        links[index] = link
+        serverLinks[index] = link
         link.connect()
     }
 
@@ -283,7 +279,7 @@ extension ClientSession {
         let standby = greeting.parameter("in_hot_standby") == "on"
         if standby && !standbysToo {
             connectFailures.append("\(link.backend.label) is a standby")
-            links.removeValue(forKey: link.backendIndex)
+            serverLinks.removeValue(forKey: link.backendIndex)
             link.close()
             connectToPrimary(candidates: remaining)
             return
@@ -296,62 +292,48 @@ extension ClientSession {
             parameters.removeAll { $0.0 == "in_hot_standby" }
         } else {
             worker.runtime.greetings.store(parameters, for: GreetingCache.key(serverStartupParameters()))
-            notePrimaryLink(link)
+            countOnPrimary(link.backendIndex)
         }
-        greet(parameters: parameters, notices: greeting.notices, status: greeting.status)
+        greet(parameters: parameters, notices: greeting.notices, status: greeting.status,
+              loginLink: (link.backendIndex, isPrimary: !standby))
         pointCancelKey(at: link)
         log.info("session_started", ["session": id, "user": userName, "database": database,
                                      "backend": link.backend.config.name, "server_pid": greeting.processID])
     }
 
     /// The session's first link to the primary: counted in SHOW BACKENDS' sessions.
-    func notePrimaryLink(_ link: ServerLink) {
+    func countOnPrimary(_ index: Int) {
         guard countedOnPrimary == nil else { return }
-        primaryIndex = link.backendIndex
-        countedOnPrimary = link.backendIndex
-        worker.settings.counters(link.backendIndex)?.sessions.add(1, ordering: .relaxed)
+        countedOnPrimary = index
+        worker.settings.counters(index)?.sessions.add(1, ordering: .relaxed)
     }
 
     /// Ends the login: AuthenticationOk, the parameters, the proxy's own backend key, ready.
-    private func greet(parameters: [(String, String)], notices: [ErrorFields], status: BackendMessage.TransactionStatus) {
+    private func greet(parameters: [(String, String)], notices: [ErrorFields], status: BackendMessage.TransactionStatus,
+                       loginLink: (index: Int, isPrimary: Bool)?) {
         var writer = ByteWriter(capacity: 512)
         if let saslFinal { BackendMessage.authentication(.saslFinal(saslFinal)).encode(into: &writer) }
         BackendMessage.authentication(.ok).encode(into: &writer)
         for notice in notices { BackendMessage.noticeResponse(notice).encode(into: &writer) }
         for (name, value) in parameters {
-            if name == "default_transaction_read_only" { routing.defaultTransactionReadOnly = value == "on" }
             BackendMessage.parameterStatus(name: name, value: value).encode(into: &writer)
-            reportedParameters[name] = value
         }
         BackendMessage.backendKeyData(processID: id, secret: cancelKey.secret).encode(into: &writer)
         BackendMessage.readyForQuery(status).encode(into: &writer)
         client.write(writer.bytes)
         saslFinal = nil
-        transactionStatus = status
         phase = .relaying
+        feed(.greeted(status: status, parameters: parameters, loginLink: loginLink?.index,
+                      loginLinkIsPrimary: loginLink?.isPrimary ?? false))
         let early = frontend.takeRemainder()
         if !early.isEmpty { inbound.append(early) }
         client.startReading()
         processInbound()
     }
 
-    /// A server the session starts using reports a parameter differently from what the client
-    /// was told (a role or database setting changed since the greeting was cached, another
-    /// server's configuration): the client hears the new value, as it would from PostgreSQL.
-    func reportParameterChanges(of link: ServerLink) {
-        let standby = link.greeting.parameter("in_hot_standby") == "on"
-        var writer = ByteWriter()
-        for (name, value) in link.greeting.parameters where reportedParameters[name] != value {
-            if standby && name == "in_hot_standby" { continue }
-            BackendMessage.parameterStatus(name: name, value: value).encode(into: &writer)
-            reportedParameters[name] = value
-        }
-        if !writer.bytes.isEmpty { client.write(writer.bytes) }
-    }
-
     fileprivate func primaryLoginFailed(_ link: ServerLink, error: ErrorFields, remaining: [Int], standbysToo: Bool) {
         guard phase == .connecting else { return }
-        links.removeValue(forKey: link.backendIndex)
+        serverLinks.removeValue(forKey: link.backendIndex)
         if error.sqlState == SQLState.connectionFailure && !remaining.isEmpty {
             connectFailures.append(error.message ?? link.backend.label)
             connectToPrimary(candidates: remaining, standbysToo: standbysToo)

@@ -3,10 +3,12 @@ import CShims
 import Router
 import Wire
 
-/// One client connection and the server links it uses (session mode: at most one per backend,
-/// opened lazily). The client stream is cut into request units; each unit is routed by the Router
-/// and sent to one server link; responses are relayed back in order, in whole chunks when nothing
-/// has to be filtered out.
+/// One client connection: the libuv side of a session. It drives the login (startup,
+/// authentication, the first server login), then cuts the client's bytes into messages, feeds
+/// them and its server links' events to the session's state machine (`SessionMachine`), and
+/// performs the actions the machine returns. Responses are relayed from the server links in
+/// whole chunks when nothing has to be filtered out; the machine only says whether they flow or
+/// are held.
 final class ClientSession: StreamDelegate {
     enum Phase { case startup, authenticating, connecting, relaying, finished }
 
@@ -34,86 +36,127 @@ final class ClientSession: StreamDelegate {
     var connectFailures: [String] = []
     var primaryLoginObserver: AnyObject?
     var isAdmin = false
-    /// The parameter values the client was last told (ParameterStatus), by name.
-    var reportedParameters: [String: String] = [:]
     /// Counted in the primary's session figure (SHOW BACKENDS).
     var countedOnPrimary: Int?
-
-    // Server links, by backend index.
-    var links: [Int: ServerLink] = [:]
-    var primaryIndex: Int?
-
-    // Request assembly (after login).
-    var inbound = MessageFramer(maximumLength: 1 << 30)
-    var requests = RequestAssembler()
-    lazy var requestContext = RequestAssembler.Context(
-        classify: { [unowned self] in classify($0) },
-        statement: { [unowned self] in statements[$0] })
-    /// Units that could not be sent yet, in order: the first waits (for its link to connect, for
-    /// the servers ahead of it to answer, for a replica to reach the floor, for RESUME, for an
-    /// LSN capture) and the rest follow it. Client input is not read while any wait.
-    var waiting: [RequestUnit] = []
-    /// After a Flush, the rest of the batch up to Sync must go to the same server.
-    var boundLink: Int?
-    var statements: [String: PreparedStatement] = [:]
-    var settings = TrackedSettings()
-    /// SETs run inside the current transaction: they stick only if it commits.
-    var settingsInTransaction: [SessionCommand] = []
-    var routing = SessionRouting()
-    var pins: Set<PinReason> = []
-    var transactionStatus = BackendMessage.TransactionStatus.idle
-    /// Units in flight, in order, and whether their responses are held (UnitLedger); the head's
-    /// link is the only one whose responses may reach the client now.
-    var ledger = UnitLedger()
     var clientTerminated = false
-    var transactionFailed = false
-    var lastLink: Int?
-    /// Backends this session just failed to reach; avoided for a short while even if the
-    /// monitor has not noticed yet.
-    var unavailable: Set<Int> = []
-    var unavailableUntil: UInt64 = 0
-    var shuttingDown = false
 
-    /// Where the held ReadyForQuery ends, while waiting for the token to report before it.
-    var heldReadyEnd = 0
+    /// The session itself: every decision after login is the machine's.
+    var machine: SessionMachine
+    var environment: WorkerSessionEnvironment { WorkerSessionEnvironment(worker: worker) }
+    /// The server connections the machine has opened, by backend index.
+    var serverLinks: [Int: ServerLink] = [:]
+    var inbound = MessageFramer(maximumLength: 1 << 30)
+    /// Input stopped because the machine could not take more; read again once it can.
+    private var inputStalled = false
+    private var readingInbound = false
+    private var performing = false
+    private var queuedEvents: [SessionMachine.Event] = []
+    private var performed: [SessionAction] = []
 
-    /// A commit's LSN is being fetched; reads wait for it so they are routed with the new floor.
-    var lsnCapturePending = false
-    /// The link whose next idle ReadyForQuery must be followed by an LSN capture.
-    var deferredCaptureLink: Int?
-    /// The open transaction has written (so its COMMIT needs an LSN capture).
-    var transactionWrote = false
-    var capturedLSN: LSN?
-    /// The replica this session last read from and the topology generation at that time.
-    var lastReplicaRead: (index: Int, generation: UInt64)?
-    /// Why the head of `waiting` waits for the cluster (a floor, RESUME), with its deadline.
-    var unitWait = UnitWait.none
-
-    /// Called by the worker every few milliseconds while this session waits (for a replica to
-    /// catch up, or for RESUME). Returns true when it no longer needs waking.
-    func topologyChanged() -> Bool {
-        guard !waiting.isEmpty, unitWait != .none else { return true }
-        guard unitWait.shouldRetry(now: cw_monotonic_nanos(), generation: worker.topology.generation,
-                                   paused: worker.runtime.paused.load(ordering: .relaxed)) else { return false }
-        retryWaiting()
-        return unitWait == .none || waiting.isEmpty
-    }
-
-    /// Responses held back while the ledger says so (a replica read that may be retried, a
-    /// commit waiting for its token).
+    /// Responses held back while the machine says so (a replica read that may be retried, a
+    /// commit waiting for its token), and where the held ReadyForQuery ends.
     var held: [UInt8] = []
+    var heldReadyEnd = 0
 
     init(worker: Worker, client: Stream) {
         self.worker = worker
         self.client = client
         cancelKey = worker.runtime.cancels.issue()
         id = cancelKey.processID
+        machine = SessionMachine(id: id)
         log = worker.runtime.log("session")
     }
 
     func start() {
         client.delegate = self
         client.startReading()
+    }
+
+    // MARK: - Feeding the machine
+
+    /// Hands one event to the machine and performs what it decides. Events that arise while
+    /// actions are performed (a link that fails as it is opened) queue behind, so the machine
+    /// sees them one at a time.
+    func feed(_ event: SessionMachine.Event) {
+        if performing {
+            queuedEvents.append(event)
+            return
+        }
+        performing = true
+        var next: SessionMachine.Event? = event
+        while let current = next, phase == .relaying {
+            machine.handle(current, environment)
+            machine.takeActions(into: &performed)
+            for action in performed where phase != .finished { perform(action) }
+            next = queuedEvents.isEmpty ? nil : queuedEvents.removeFirst()
+        }
+        queuedEvents.removeAll()
+        performing = false
+        guard phase == .relaying else { return }
+        updateReading()
+        if inputStalled && machine.acceptsClientInput {
+            inputStalled = false
+            processInbound()
+        }
+    }
+
+    /// Cuts buffered client input into messages for the machine, while it takes them.
+    func processInbound() {
+        guard !readingInbound else { return }
+        readingInbound = true
+        defer { readingInbound = false }
+        while phase == .relaying {
+            guard isAdmin || machine.acceptsClientInput else {
+                inputStalled = true
+                break
+            }
+            let frame: (type: UInt8, body: ArraySlice<UInt8>)?
+            do {
+                frame = try inbound.nextTyped()
+            } catch {
+                sendFatal(ClientAuthenticator.protocolViolation("invalid message from client: \(error)"))
+                return
+            }
+            guard let frame else {
+                if !isAdmin { feed(.clientInputPaused) }
+                break
+            }
+            if isAdmin {
+                handleAdminMessage(frame.type, frame.body)
+                continue
+            }
+            let request: FrontendRequest
+            do {
+                request = try FrontendRequest.decode(type: frame.type, body: frame.body)
+            } catch {
+                sendFatal(ClientAuthenticator.protocolViolation("invalid message from client: \(error)"))
+                return
+            }
+            feed(.clientMessage(request, type: frame.type, body: frame.body))
+        }
+        updateReading()
+    }
+
+    /// Reads from the client only while its input can go somewhere; from a server only while
+    /// its responses may reach the client (responses come in request order, and a client that
+    /// does not read must slow its servers down).
+    func updateReading() {
+        guard phase == .relaying else { return }
+        let linksCongested = serverLinks.values.contains { $0.stream.isAboveHighWater }
+        if !(isAdmin || machine.acceptsClientInput) || linksCongested {
+            client.stopReading()
+        } else {
+            client.startReading()
+        }
+        let head = machine.headLink
+        let clientCongested = client.isAboveHighWater
+        for (index, link) in serverLinks where link.phase == .ready {
+            if !clientCongested && (head == nil || head == index) {
+                link.stream.startReading()
+            } else {
+                link.stream.stopReading()
+            }
+        }
     }
 
     // MARK: - Client stream
@@ -135,7 +178,7 @@ final class ClientSession: StreamDelegate {
 
     func stream(_ stream: Stream, didEndWith status: Int32) {
         guard stream === client, phase != .finished else { return }
-        if phase == .relaying && !clientTerminated && transactionStatus != .idle {
+        if phase == .relaying && !clientTerminated && machine.inTransaction {
             log.info("client_vanished", ["session": id, "transaction": "open"])
         }
         finish()
@@ -144,48 +187,60 @@ final class ClientSession: StreamDelegate {
     func streamDidDrain(_ stream: Stream) {
         guard stream === client else { return }
         // The client caught up: let the servers send again.
-        for link in links.values { link.stream.startReading() }
+        updateReading()
     }
 
     func stream(_ stream: Stream, didConnectWith status: Int32) {}
 
-    // MARK: - Ending
+    // MARK: - Control from the worker
+
+    /// Called by the worker every few milliseconds while this session waits (for a replica to
+    /// catch up, or for RESUME). Returns true when it no longer needs waking.
+    func topologyChanged() -> Bool {
+        guard phase == .relaying, machine.needsTopologyWake else { return true }
+        feed(.topologyChanged)
+        return !machine.needsTopologyWake
+    }
+
+    /// DRAIN or a reload removed backends: the machine lets go of links to them.
+    func drainCheck() {
+        guard phase == .relaying, !isAdmin, !serverLinks.isEmpty else { return }
+        feed(.drainCheck)
+    }
+
+    func kill() {
+        if phase == .relaying && !isAdmin {
+            feed(.killed)
+        } else {
+            sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
+                                  message: "terminating connection due to administrator command (KILL)"))
+        }
+    }
 
     /// Stops the session for a proxy shutdown: right away, or once its transaction is over.
     func shutDown(immediately: Bool) {
         guard phase != .finished else { return }
-        shuttingDown = true
-        if immediately || phase != .relaying || isQuiet {
+        if phase == .relaying && !isAdmin {
+            feed(.shutdown(immediately: immediately))
+        } else {
             sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
                                   message: "terminating connection because causeway is shutting down"))
         }
     }
 
-    /// Ends the session if a graceful shutdown was waiting for it to become quiet.
-    func checkShutdown() {
-        if shuttingDown && phase == .relaying && isQuiet {
-            sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
-                                  message: "terminating connection because causeway is shutting down"))
-        }
-    }
-
-    /// Tells the cancel registry whether the client's work is on a server right now.
-    func publishRunning() {
-        cancelKey.setRunning(!ledger.isEmpty || boundLink != nil)
-    }
-
-    /// Nothing in flight, no open transaction, no half-sent batch.
-    var isQuiet: Bool {
-        !lsnCapturePending && ledger.isEmpty && transactionStatus == .idle && waiting.isEmpty
-            && requests.pending.isEmpty
-            && links.values.allSatisfy { $0.isIdle }
-    }
+    // MARK: - Ending
 
     /// Sends a final error to the client if it can be placed at a message boundary, then closes.
     func sendFatal(_ fields: ErrorFields) {
         guard phase != .finished else { return }
         worker.runtime.stats.countProxyError(fields.sqlState)
-        if phase != .relaying || links.values.allSatisfy({ $0.responses.isAtBoundary }) {
+        writeFatal(fields)
+    }
+
+    /// The final error (already counted) and the end.
+    func writeFatal(_ fields: ErrorFields) {
+        guard phase != .finished else { return }
+        if phase != .relaying || serverLinks.values.allSatisfy({ $0.responses.isAtBoundary }) {
             client.write(BackendMessage.errorResponse(fields).encoded())
         }
         finish()
@@ -196,8 +251,8 @@ final class ClientSession: StreamDelegate {
         phase = .finished
         client.delegate = nil
         client.shutdownAndClose()
-        for link in links.values { link.close(sendTerminate: !clientTerminated) }
-        links.removeAll()
+        for link in serverLinks.values { link.close(sendTerminate: !clientTerminated) }
+        serverLinks.removeAll()
         primaryLoginObserver = nil
         cancelKey.setRunning(false)
         worker.runtime.cancels.retire(cancelKey)
@@ -205,7 +260,7 @@ final class ClientSession: StreamDelegate {
             countedAsClient = false
             worker.runtime.counters.clientConnections.subtract(1, ordering: .relaxed)
         }
-        if let sticky = routing.stickyReplica { worker.releaseReplica(sticky) }
+        if let sticky = machine.routing.stickyReplica { worker.releaseReplica(sticky) }
         if let primary = countedOnPrimary {
             countedOnPrimary = nil
             worker.settings.counters(primary)?.sessions.subtract(1, ordering: .relaxed)

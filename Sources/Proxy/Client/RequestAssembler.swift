@@ -1,6 +1,14 @@
 import Router
 import Wire
 
+/// What the assembler needs to know of the session.
+protocol RequestContext {
+    /// The Router's classification of a statement text.
+    func classify(_ text: String) -> Classification
+    /// A prepared statement the client defined earlier in the session.
+    func statement(named name: String) -> PreparedStatement?
+}
+
 /// Cuts the client's message stream after login into request units: a simple Query, a
 /// FunctionCall, or an extended-protocol batch up to Sync — forwarded in parts as it arrives
 /// (up to a Flush, or up to where the client's input ran out), each later part following the
@@ -17,12 +25,12 @@ struct RequestAssembler {
         case terminate
     }
 
-    /// What the assembler needs to know of the session.
-    struct Context {
-        /// The Router's classification of a statement text.
-        var classify: (String) -> Classification
-        /// A prepared statement the client defined earlier in the session.
-        var statement: (String) -> PreparedStatement?
+    /// The same, as closures (for tests and tools).
+    struct Context: RequestContext {
+        var classifier: (String) -> Classification
+        var statements: (String) -> PreparedStatement?
+        func classify(_ text: String) -> Classification { classifier(text) }
+        func statement(named name: String) -> PreparedStatement? { statements(name) }
     }
 
     private(set) var pending = RequestUnit()
@@ -38,7 +46,7 @@ struct RequestAssembler {
     /// One message (already validated by Wire); at most two outputs: what was pending of a
     /// batch, then a Query or FunctionCall behind it.
     mutating func receive(_ request: FrontendRequest, type: UInt8, body: ArraySlice<UInt8>,
-                          context: Context) -> (Output?, Output?) {
+                          context: some RequestContext) -> (Output?, Output?) {
         if discardingUntilSync {
             guard request == .sync else { return (nil, nil) }
             discardingUntilSync = false
@@ -118,10 +126,10 @@ struct RequestAssembler {
         return .unit(pending)
     }
 
-    private mutating func noteUse(of statement: String, _ context: Context) {
+    private mutating func noteUse(of statement: String, _ context: some RequestContext) {
         if pending.parses.contains(where: { $0.name == statement }) { return }
         if !pending.uses.contains(statement) { pending.uses.append(statement) }
-        if let known = context.statement(statement) { pending.merge(known.classification) }
+        if let known = context.statement(named: statement) { pending.merge(known.classification) }
     }
 
     /// Cheap and conservative: any mention of COPY (a false positive only delays an LSN capture).

@@ -85,7 +85,7 @@ final class Worker {
         return cachedSettings
     }
 
-    /// The cluster snapshot for routing, re-read from the monitor at most once per loop
+    /// The cluster snapshot for routing, re-read from the monitor at most once per
     /// millisecond: the monitor publishes every 100 ms, so this costs no freshness and saves a
     /// lock and a copy per request.
     var topology: Topology {
@@ -101,8 +101,11 @@ final class Worker {
 
     private var cachedPrimary: Int?
 
+    /// The proxy's one clock: monotonic nanoseconds (deadlines, caches, rate limits).
+    var now: UInt64 { cw_monotonic_nanos() }
+
     private func refreshTopology() {
-        let now = uv_now(loop)
+        let now = self.now / 1_000_000
         if now != cachedTopologyAt || cachedTopology == nil {
             let topology = runtime.topology()
             cachedTopology = topology
@@ -161,14 +164,13 @@ final class Worker {
         if runtime.killPending.load(ordering: .relaxed) {
             for session in Array(sessions.values) where runtime.takeKillRequest(session.id) {
                 log.info("client_killed", ["session": session.id])
-                session.sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
-                                              message: "terminating connection due to administrator command (KILL)"))
+                session.kill()
             }
         }
         let topology = self.topology
         let settings = self.settings
         guard topology.backends.contains(where: { $0.draining }) || settings.hasRemovedConnections else { return }
-        for session in Array(sessions.values) { session.releaseDrainingLinks(topology, settings) }
+        for session in Array(sessions.values) { session.drainCheck() }
     }
 
     private func finish() {
@@ -220,7 +222,7 @@ final class Worker {
 
     fileprivate func checkWaiters() {
         // Oldest wait first, so writes held by PAUSE are released in the order they arrived.
-        let waiting = topologyWaiters.values.sorted { ($0.unitWait.releaseOrder.0, $0.unitWait.releaseOrder.1, $0.id) < ($1.unitWait.releaseOrder.0, $1.unitWait.releaseOrder.1, $1.id) }
+        let waiting = topologyWaiters.values.sorted { ($0.machine.unitWait.releaseOrder.0, $0.machine.unitWait.releaseOrder.1, $0.id) < ($1.machine.unitWait.releaseOrder.0, $1.machine.unitWait.releaseOrder.1, $1.id) }
         for session in waiting where session.phase == .finished || session.topologyChanged() {
             topologyWaiters.removeValue(forKey: session.id)
         }
@@ -232,7 +234,7 @@ final class Worker {
     /// Asks the monitor to poll faster, at most once per 10 ms of loop time: every read that
     /// waits or falls back for its floor asks, and one wake-up of the monitor serves them all.
     func requestFastPoll() {
-        let now = uv_now(loop)
+        let now = self.now / 1_000_000
         guard now &- lastFastPollRequest >= 10 || lastFastPollRequest == 0 else { return }
         lastFastPollRequest = now
         runtime.requestFastPoll()

@@ -92,8 +92,8 @@ final class ServerLink: StreamDelegate {
     }
 
     /// The proxy ended a client's batch with a Sync of its own (its ReadyForQuery is swallowed).
-    func noteBatchEnd() {
-        expectInternal(.batchEnd(tag: ClientSession.batchEndTag))
+    func noteBatchEnd(tag: Int) {
+        expectInternal(.batchEnd(tag: tag))
         responses.noteClientMessages(completions: 0, readies: 1)
     }
 

@@ -45,7 +45,7 @@ public struct Log: Sendable {
         }
     }
 
-    private func write(_ level: LogLevel, _ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible>) {
+    public func write(_ level: LogLevel, _ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible>) {
         guard level >= minimumLevel else { return }
         var line = "ts=\(Log.timestamp()) level=\(level.rawValue) component=\(component) event=\(event)"
         for (key, value) in fields {

@@ -1,0 +1,155 @@
+import CLibUV
+import Router
+import Wire
+
+/// Server links' news, fed to the machine; responses relayed (or held) on their way to the client.
+extension ClientSession: ServerLinkDelegate {
+    func linkReady(_ link: ServerLink, greeting: ServerGreeting) {
+        feed(.linkReady(link.backendIndex, greeting))
+    }
+
+    func link(_ link: ServerLink, failed error: ErrorFields, duringLogin: Bool) {
+        guard phase == .relaying else { return }
+        serverLinks.removeValue(forKey: link.backendIndex)
+        feed(.linkFailed(link.backendIndex, error, duringLogin: duringLogin, serverSaidWhy: link.sentFatal,
+                         endedWhileIdle: link.endedWhileIdle))
+    }
+
+    func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?,
+              withheld: [UInt8]?) -> Bool {
+        guard phase == .relaying else { return false }
+        let holding = machine.holdingLink == link.backendIndex
+        if let withheld {
+            if holding { held += withheld } else { client.write(withheld) }
+        }
+        if holding {
+            if let ranges {
+                for range in ranges { held.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[range])) }
+            } else {
+                held.append(contentsOf: bytes)
+            }
+            if held.count > UnitLedger.holdLimit { feed(.heldOverflowed) }
+            return false
+        }
+        defer {
+            if client.isAboveHighWater { updateReading() }
+        }
+        guard let ranges else {
+            client.write(chunk: chunk, length: bytes.count)
+            return true
+        }
+        for range in ranges where !range.isEmpty {
+            var offset = range.lowerBound
+            while offset < range.upperBound {
+                let count = min(ChunkPool.capacity, range.upperBound - offset)
+                let out = worker.chunks.take()
+                ChunkPool.data(out).copyMemory(from: bytes.baseAddress! + offset, byteCount: count)
+                client.write(chunk: out, length: count)
+                offset += count
+            }
+        }
+        return false
+    }
+
+    func link(_ link: ServerLink, event: ResponseStream.Event) {
+        guard phase == .relaying else { return }
+        feed(.linkResponse(link.backendIndex, event))
+    }
+
+    func linkDrained(_ link: ServerLink) {
+        updateReading()
+    }
+
+    // MARK: - Performing the machine's actions
+
+    func perform(_ action: SessionAction) {
+        switch action {
+        case let .writeClient(bytes):
+            client.write(bytes)
+        case let .openLink(index):
+            let link = makeLink(index)
+            link.delegate = self
+            serverLinks[index] = link
+            link.connect()
+        case let .closeLink(index, terminate):
+            serverLinks.removeValue(forKey: index)?.close(sendTerminate: terminate)
+        case let .sendToLink(index, bytes):
+            serverLinks[index]?.send(bytes)
+        case let .expect(index, expectation):
+            serverLinks[index]?.expectInternal(expectation)
+        case let .noteClientRequest(index, readies, completions):
+            serverLinks[index]?.noteClientRequest(readies: readies, completions: completions)
+        case let .noteBatchEnd(index):
+            serverLinks[index]?.noteBatchEnd(tag: SessionMachine.batchEndTag)
+        case .releaseHeld:
+            heldReadyEnd = 0
+            if !held.isEmpty {
+                client.write(held)
+                held.removeAll(keepingCapacity: true)
+            }
+        case .dropHeld:
+            heldReadyEnd = 0
+            held.removeAll(keepingCapacity: true)
+        case .markHeldReady:
+            heldReadyEnd = held.count
+        case let .insertToken(status):
+            // A ReadyForQuery is 6 bytes: the token goes just before it.
+            if heldReadyEnd >= 6 && heldReadyEnd <= held.count {
+                held.insert(contentsOf: status, at: heldReadyEnd - 6)
+            } else {
+                client.write(status)
+            }
+        case .waitForTopology:
+            worker.waitForTopology(self)
+        case .requestFastPoll:
+            worker.requestFastPoll()
+        case let .adoptReplica(index):
+            worker.adoptReplica(index)
+        case let .releaseReplica(index):
+            worker.releaseReplica(index)
+        case let .pointCancelKey(index):
+            if let link = serverLinks[index] { pointCancelKey(at: link) }
+        case let .setRunning(running):
+            cancelKey.setRunning(running)
+        case let .primaryLinkReady(index, parameters):
+            countOnPrimary(index)
+            worker.runtime.greetings.store(parameters, for: GreetingCache.key(serverStartupParameters()))
+        case let .countUnit(backend, isWrite, reason):
+            worker.runtime.stats.countUnit(worker.settings.counters(backend), isWrite: isWrite, reason: reason)
+        case let .countProxyError(sqlState):
+            worker.runtime.stats.countProxyError(sqlState)
+        case .countServerError:
+            worker.runtime.stats.serverErrors.add(1, ordering: .relaxed)
+        case .countRetry:
+            worker.runtime.stats.retries.add(1, ordering: .relaxed)
+        case let .log(level, event, fields):
+            log.write(level, event, fields)
+        case let .fatal(error):
+            writeFatal(error)
+        case let .end(terminateLinks):
+            clientTerminated = !terminateLinks
+            finish()
+        }
+    }
+}
+
+/// The worker's side of what a session's machine may know.
+struct WorkerSessionEnvironment: SessionEnvironment {
+    unowned let worker: Worker
+
+    var now: UInt64 { worker.now }
+    var topology: Topology { worker.topology }
+    var topologyPrimary: Int? { worker.topologyPrimary }
+    var policy: RoutingPolicy { worker.settings.policy }
+    var replicaLoad: [Int] { worker.replicaLoad }
+    var paused: Bool { worker.runtime.paused.load(ordering: .relaxed) }
+    var pauseTimeoutNanos: UInt64 { worker.runtime.pauseTimeoutNanos.load(ordering: .relaxed) }
+    var reportLSN: Bool { worker.settings.reportLSN }
+    func isRemoved(_ backend: Int) -> Bool { worker.settings.isRemoved(backend) }
+    func drainExpired(_ backend: Int) -> Bool { worker.runtime.drainExpired(backend) }
+    func classify(_ text: String) -> Classification {
+        worker.classifications.classify(text, volatileFunctions: worker.topology.volatileFunctions)
+    }
+    func backendName(_ backend: Int) -> String { worker.settings.slots[backend].backend.config.name }
+    func backendLabel(_ backend: Int) -> String { worker.settings.slots[backend].backend.label }
+}

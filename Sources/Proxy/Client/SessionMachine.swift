@@ -1,0 +1,259 @@
+import Router
+import Wire
+
+/// A client session after login, as a pure state machine: named events in (a client message, a
+/// server's response events, a link that came up or went away, a new topology, a drain check, a
+/// shutdown), actions out (`SessionAction`: write to the client, send to link N, open or close a
+/// link, hold or release responses, count, log). No sockets, no worker and no clock inside: what
+/// it needs of the world comes through a `SessionEnvironment`. `ClientSession` is the connection
+/// that decodes bytes, feeds events and performs the actions.
+///
+/// The session's states are explicit values: `waiting` (a FIFO of units that cannot go yet, with
+/// `unitWait` saying why the head waits for the cluster), `ledger` (units in flight and whether
+/// their responses are held for a retry or a token), `boundLink` (an extended batch open after a
+/// Flush), `capture` (a commit's LSN on its way), `transaction`, and one `LinkState` per server
+/// link (what that server knows of the session).
+struct SessionMachine {
+    enum Phase: Equatable {
+        /// Logging in; the connection drives the handshake.
+        case greeting
+        case relaying
+        case ended
+    }
+
+    enum Event {
+        /// The client was greeted. `loginLink`: the server link the login used (now ready),
+        /// `loginLinkIsPrimary` unless the login had to settle for a replica.
+        case greeted(status: BackendMessage.TransactionStatus, parameters: [(String, String)],
+                     loginLink: Int?, loginLinkIsPrimary: Bool)
+        /// One message from the client, validated by Wire.
+        case clientMessage(FrontendRequest, type: UInt8, body: ArraySlice<UInt8>)
+        /// The client's input ran out (in the middle of a batch, what arrived goes now).
+        case clientInputPaused
+        case linkReady(Int, ServerGreeting)
+        /// A link failed to log in, or was lost. `serverSaidWhy`: the server sent a FATAL that
+        /// reached the client; `endedWhileIdle`: the server ended it while nothing was asked.
+        case linkFailed(Int, ErrorFields, duringLogin: Bool, serverSaidWhy: Bool, endedWhileIdle: Bool)
+        case linkResponse(Int, ResponseStream.Event)
+        /// The responses held for a retry or token outgrew `UnitLedger.holdLimit`.
+        case heldOverflowed
+        /// The topology may have changed, or a wait's deadline passed.
+        case topologyChanged
+        /// DRAIN or a reload removed backends: let go of links to them.
+        case drainCheck
+        case shutdown(immediately: Bool)
+        /// KILL from the admin console.
+        case killed
+    }
+
+    /// What one server link knows of the session.
+    struct LinkState {
+        enum Phase { case opening, ready }
+        var phase: Phase
+        /// Client statement names that exist on this server.
+        var preparedStatements: Set<String> = []
+        /// Statement names the client closed while this server was not in use.
+        var pendingCloses: [String] = []
+        /// The session settings version last replayed here.
+        var appliedSettingsVersion = 0
+        /// Client Parse/Close messages sent here (where injected completions start).
+        var clientCompletionsSent = 0
+        /// Proxy-made requests whose ReadyForQuery has not come back.
+        var internalRequests = 0
+        var status = BackendMessage.TransactionStatus.idle
+    }
+
+    /// The client's transaction as the servers reported it.
+    struct Transaction {
+        var status = BackendMessage.TransactionStatus.idle
+        /// An error happened in it: its SETs do not stick even if the client then says COMMIT.
+        var failed = false
+        /// It wrote, so its COMMIT needs an LSN capture.
+        var wrote = false
+        /// SETs run inside it: they stick only if it commits.
+        var settings: [SessionCommand] = []
+    }
+
+    /// A commit's LSN, fetched right behind it, raises the floor before anything else is routed.
+    enum Capture: Equatable {
+        case none
+        /// The capture query is on its way; the LSN once its row arrived.
+        case inFlight(captured: LSN?)
+    }
+
+    static let settingsReplayTag = 1
+    static let closeTag = 2
+    static let lsnCaptureTag = 3
+    static let batchEndTag = 4
+    static let lsnCaptureQuery = FrontendMessage.query("SELECT pg_catalog.pg_current_wal_insert_lsn()").encoded()
+    /// How long a backend this session failed to reach is avoided, even if the monitor has not
+    /// noticed yet.
+    static let avoidNanos: UInt64 = 2_000_000_000
+
+    let id: Int32
+    var phase = Phase.greeting
+    /// Consistency, route hint, floor, sticky replica, open transaction (the Router's view).
+    var routing = SessionRouting()
+    /// What the configuration gives this user and database (RESET causeway.consistency).
+    var configuredConsistency = ConsistencyMode.eventual
+    /// The parameter values the client was last told (ParameterStatus), by name.
+    var reportedParameters: [String: String] = [:]
+    /// The primary this session logged in to (or first used).
+    var primaryIndex: Int?
+    var links: [Int: LinkState] = [:]
+    var requests = RequestAssembler()
+    /// Units that cannot be sent yet, in order: the first waits (for its link to come up, for
+    /// the servers ahead of it to answer, for a replica to reach the floor, for RESUME, for an
+    /// LSN capture) and the rest follow it. Client input is not read while any wait.
+    var waiting: [RequestUnit] = []
+    /// Why the head of `waiting` waits for the cluster, with its deadline.
+    var unitWait = UnitWait.none
+    /// After a Flush (or input that ran out mid-batch) the rest of the batch goes to this link.
+    var boundLink: Int?
+    var statements: [String: PreparedStatement] = [:]
+    var settings = TrackedSettings()
+    var transaction = Transaction()
+    var pins: Set<PinReason> = []
+    /// Units in flight and whether their responses are held.
+    var ledger = UnitLedger()
+    var capture = Capture.none
+    /// A COPY FROM STDIN committed on this link: its capture goes once its ReadyForQuery is back
+    /// (a query behind it would be read as copy data).
+    var deferredCaptureLink: Int?
+    /// Where the last unit went: copy data and units with nothing to classify follow it.
+    var lastLink: Int?
+    /// The replica this session last read from and the topology generation at that time.
+    var lastReplicaRead: (index: Int, generation: UInt64)?
+    /// Backends this session just failed to reach, with when to try them again.
+    var avoided: [Int: UInt64] = [:]
+    /// A graceful shutdown waits for the session to become quiet.
+    var shuttingDown = false
+    private var publishedRunning = false
+    /// What this event produced; the connection takes them (`takeActions`).
+    var actions: [SessionAction] = []
+
+    init(id: Int32) {
+        self.id = id
+        actions.reserveCapacity(16)
+    }
+
+    /// Hands the actions produced so far to the connection (the buffers swap, nothing is copied).
+    mutating func takeActions(into buffer: inout [SessionAction]) {
+        buffer.removeAll(keepingCapacity: true)
+        swap(&actions, &buffer)
+    }
+
+    // MARK: - Queries
+
+    /// The client's next message can be taken: nothing waits.
+    var acceptsClientInput: Bool { phase == .relaying && waiting.isEmpty }
+    /// The link whose responses may reach the client now (responses arrive in request order).
+    var headLink: Int? { ledger.headLink }
+    /// The link whose responses are held back from the client.
+    var holdingLink: Int? { ledger.holding.link }
+    /// The head unit waits for the cluster: wake the session at each new topology.
+    var needsTopologyWake: Bool { phase == .relaying && !waiting.isEmpty && unitWait != .none }
+    /// The client's work is on a server (a cancel may be forwarded).
+    var isRunning: Bool { !ledger.isEmpty || boundLink != nil }
+    var inTransaction: Bool { transaction.status != .idle }
+
+    /// Nothing in flight, no open transaction, no half-sent batch.
+    var isQuiet: Bool {
+        capture == .none && ledger.isEmpty && transaction.status == .idle && waiting.isEmpty
+            && requests.pending.isEmpty && links.keys.allSatisfy(isIdle)
+    }
+
+    /// Nothing is asked of this server and nothing of the session's is open there.
+    func isIdle(_ link: Int) -> Bool {
+        guard let state = links[link] else { return true }
+        return state.phase == .ready && state.internalRequests == 0 && state.status == .idle
+            && !ledger.hasWork(on: link) && boundLink != link
+    }
+
+    // MARK: - Events
+
+    mutating func handle(_ event: Event, _ env: some SessionEnvironment) {
+        guard phase != .ended else { return }
+        switch event {
+        case let .greeted(status, parameters, loginLink, loginLinkIsPrimary):
+            greeted(status: status, parameters: parameters, loginLink: loginLink, isPrimary: loginLinkIsPrimary)
+        case let .clientMessage(request, type, body):
+            guard phase == .relaying else { return }
+            clientMessage(request, type: type, body: body, env)
+        case .clientInputPaused:
+            guard acceptsClientInput, let part = requests.inputEnded() else { return }
+            dispatch(part, env)
+        case let .linkReady(index, greeting):
+            linkReady(index, greeting, env)
+        case let .linkFailed(index, error, duringLogin, serverSaidWhy, endedWhileIdle):
+            linkFailed(index, error, duringLogin: duringLogin, serverSaidWhy: serverSaidWhy,
+                       endedWhileIdle: endedWhileIdle, env)
+        case let .linkResponse(index, response):
+            linkResponse(index, response, env)
+        case .heldOverflowed:
+            if ledger.heldOverflowed() != nil { actions.append(.releaseHeld) }
+        case .topologyChanged:
+            guard needsTopologyWake,
+                  unitWait.shouldRetry(now: env.now, generation: env.topology.generation, paused: env.paused) else { break }
+            retryWaiting(env)
+        case .drainCheck:
+            releaseDrainingLinks(env)
+        case let .shutdown(immediately):
+            shuttingDown = true
+            if immediately || phase != .relaying || isQuiet { endForShutdown() }
+        case .killed:
+            fatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
+                              message: "terminating connection due to administrator command (KILL)"))
+        }
+        if phase == .relaying && publishedRunning != isRunning {
+            publishedRunning = isRunning
+            actions.append(.setRunning(publishedRunning))
+        }
+    }
+
+    private mutating func greeted(status: BackendMessage.TransactionStatus, parameters: [(String, String)],
+                                  loginLink: Int?, isPrimary: Bool) {
+        guard phase == .greeting else { return }
+        phase = .relaying
+        transaction.status = status
+        for (name, value) in parameters {
+            if name == "default_transaction_read_only" { routing.defaultTransactionReadOnly = value == "on" }
+            reportedParameters[name] = value
+        }
+        if let loginLink {
+            links[loginLink] = LinkState(phase: .ready, status: status)
+            if isPrimary { primaryIndex = loginLink }
+        }
+    }
+
+    // MARK: - Ending
+
+    mutating func fatal(_ error: ErrorFields) {
+        guard phase != .ended else { return }
+        phase = .ended
+        actions.append(.countProxyError(error.sqlState))
+        actions.append(.fatal(error))
+    }
+
+    mutating func end(terminateLinks: Bool) {
+        guard phase != .ended else { return }
+        phase = .ended
+        actions.append(.end(terminateLinks: terminateLinks))
+    }
+
+    private mutating func endForShutdown() {
+        fatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
+                          message: "terminating connection because causeway is shutting down"))
+    }
+
+    /// Ends the session if a graceful shutdown was waiting for it to become quiet.
+    mutating func checkShutdown() {
+        if shuttingDown && phase == .relaying && isQuiet { endForShutdown() }
+    }
+
+    // MARK: - Logging and counting
+
+    mutating func log(_ level: LogLevel, _ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible>) {
+        actions.append(.log(level, event, fields))
+    }
+}
