@@ -67,7 +67,6 @@ extension ClientSession {
                 raise(SIGTERM)
             }
         case FrontendMessage.TypeByte.terminate:
-            clientTerminated = true
             finish()
         case FrontendMessage.TypeByte.sync:
             BackendMessage.errorResponse(ErrorFields(severity: .error, sqlState: SQLState.featureNotSupported,

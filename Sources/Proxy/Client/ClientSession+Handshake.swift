@@ -152,7 +152,6 @@ extension ClientSession {
             self.authenticator = authenticator
             perform(action)
         case .terminate:
-            clientTerminated = true
             finish()
         default:
             sendFatal(ClientAuthenticator.protocolViolation("expected a password response during authentication"))

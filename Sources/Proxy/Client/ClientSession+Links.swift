@@ -126,8 +126,7 @@ extension ClientSession: ServerLinkDelegate {
             log.write(level, event, fields)
         case let .fatal(error):
             writeFatal(error)
-        case let .end(terminateLinks):
-            clientTerminated = !terminateLinks
+        case .end:
             finish()
         }
     }

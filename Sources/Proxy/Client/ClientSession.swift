@@ -38,7 +38,6 @@ final class ClientSession: StreamDelegate {
     var isAdmin = false
     /// Counted in the primary's session figure (SHOW BACKENDS).
     var countedOnPrimary: Int?
-    var clientTerminated = false
 
     /// The session itself: every decision after login is the machine's.
     var machine: SessionMachine
@@ -178,10 +177,11 @@ final class ClientSession: StreamDelegate {
 
     func stream(_ stream: Stream, didEndWith status: Int32) {
         guard stream === client, phase != .finished else { return }
-        if phase == .relaying && !clientTerminated && machine.inTransaction {
-            log.info("client_vanished", ["session": id, "transaction": "open"])
+        if phase == .relaying && !isAdmin {
+            feed(.clientGone)
+        } else {
+            finish()
         }
-        finish()
     }
 
     func streamDidDrain(_ stream: Stream) {
@@ -251,7 +251,7 @@ final class ClientSession: StreamDelegate {
         phase = .finished
         client.delegate = nil
         client.shutdownAndClose()
-        for link in serverLinks.values { link.close(sendTerminate: !clientTerminated) }
+        for link in serverLinks.values { link.close() }
         serverLinks.removeAll()
         primaryLoginObserver = nil
         cancelKey.setRunning(false)

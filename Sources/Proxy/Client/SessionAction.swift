@@ -51,7 +51,7 @@ enum SessionAction {
 
     /// Tell the client why (placed at a message boundary) and end the session.
     case fatal(ErrorFields)
-    /// End the session without a word: the client left, or the server already said why.
-    /// `terminateLinks`: send Terminate to the servers first.
-    case end(terminateLinks: Bool)
+    /// End the session without a word: the client left, or the server already said why. Its
+    /// server links get a Terminate, so an open transaction rolls back at once.
+    case end
 }

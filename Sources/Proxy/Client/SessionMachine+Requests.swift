@@ -41,7 +41,7 @@ extension SessionMachine {
             unit.localReply = [BackendMessage.readyForQuery(transaction.status).encoded()]
             dispatch(unit, env)
         case .terminate:
-            end(terminateLinks: false)
+            end()
         }
     }
 
@@ -134,19 +134,18 @@ extension SessionMachine {
             target = chosen
             reason = decision.reason
         }
+        if links[target] == nil {
+            // Connecting starts now, even if the unit then waits for the servers ahead of it.
+            links[target] = LinkState(phase: .opening)
+            actions.append(.openLink(target))
+        }
         // Responses must reach the client in request order: a unit for another server waits
         // until the servers ahead of it have answered.
         if let head = ledger.headLink, head != target {
             block(unit)
             return
         }
-        guard let link = links[target] else {
-            links[target] = LinkState(phase: .opening)
-            actions.append(.openLink(target))
-            block(unit)
-            return
-        }
-        guard link.phase == .ready else {
+        guard links[target]?.phase == .ready else {
             block(unit)
             return
         }

@@ -65,7 +65,7 @@ extension SessionMachine {
             log(.warn, "server_link_lost", ["session": id, "backend": name, "in_flight": hadWork])
             if serverSaidWhy {
                 // The server already said why (e.g. 57P01); PostgreSQL sends nothing after that.
-                end(terminateLinks: true)
+                end()
             } else if endedWhileIdle {
                 fatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
                                   message: "terminating connection: the server \(env.backendLabel(index)) ended the connection that held this session's open transaction or session state",

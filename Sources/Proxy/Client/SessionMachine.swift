@@ -42,6 +42,8 @@ struct SessionMachine {
         /// DRAIN or a reload removed backends: let go of links to them.
         case drainCheck
         case shutdown(immediately: Bool)
+        /// The client's connection ended without a Terminate.
+        case clientGone
         /// KILL from the admin console.
         case killed
     }
@@ -201,6 +203,9 @@ struct SessionMachine {
         case let .shutdown(immediately):
             shuttingDown = true
             if immediately || phase != .relaying || isQuiet { endForShutdown() }
+        case .clientGone:
+            if inTransaction { log(.info, "client_vanished", ["session": id, "transaction": "open"]) }
+            end()
         case .killed:
             fatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
                               message: "terminating connection due to administrator command (KILL)"))
@@ -235,10 +240,10 @@ struct SessionMachine {
         actions.append(.fatal(error))
     }
 
-    mutating func end(terminateLinks: Bool) {
+    mutating func end() {
         guard phase != .ended else { return }
         phase = .ended
-        actions.append(.end(terminateLinks: terminateLinks))
+        actions.append(.end)
     }
 
     private mutating func endForShutdown() {
