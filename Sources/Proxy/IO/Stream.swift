@@ -130,9 +130,26 @@ final class Stream {
         if isAboveHighWater { wantsDrainNotice = true }
     }
 
-    /// Copies `bytes` into chunks and writes them; for proxy-made messages, not relayed data.
+    /// Writes `bytes` straight from the array when the socket takes them all at once (the common
+    /// case: a client's request on its way to a server is not copied again); what the socket does
+    /// not take is copied into chunks and queued.
     func write(_ bytes: [UInt8]) {
+        guard !isClosed, !bytes.isEmpty else { return }
         var offset = 0
+        if uv_stream_get_write_queue_size(streamHandle) == 0 {
+            let written = bytes.withUnsafeBytes { source in
+                var direct = uv_buf_init(UnsafeMutablePointer(mutating: source.baseAddress!.assumingMemoryBound(to: CChar.self)),
+                                         UInt32(source.count))
+                return Int(uv_try_write(streamHandle, &direct, 1))
+            }
+            if written == bytes.count { return }
+            if written > 0 {
+                offset = written
+            } else if written != Int(UV_EAGAIN.rawValue) {
+                reportEnd(Int32(written))
+                return
+            }
+        }
         while offset < bytes.count {
             let count = min(ChunkPool.capacity, bytes.count - offset)
             let chunk = chunks.take()
