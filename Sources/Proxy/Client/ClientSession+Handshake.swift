@@ -182,7 +182,7 @@ extension ClientSession {
                 return
             }
             phase = .connecting
-            connectToPrimary(candidates: nil)
+            beginFirstLogin()
         case let .reject(fields):
             log.info("client_auth_failed", ["session": id, "user": userName, "sqlstate": fields.sqlState ?? ""])
             worker.runtime.stats.authFailures.add(1, ordering: .relaxed)
@@ -192,52 +192,67 @@ extension ClientSession {
 
     // MARK: - First login: the primary
 
-    /// A login with startup parameters not seen before greets its client with the primary's
-    /// parameters, so it logs in there first. Until the monitor has seen the cluster, candidates
-    /// are tried in configuration order and a standby (`in_hot_standby = on`) is skipped. When no
-    /// primary can be reached, a replica's parameters (never its `in_hot_standby`) let the
-    /// client in for reads.
-    private func connectToPrimary(candidates: [Int]?, standbysToo: Bool = false) {
-        var remaining: [Int]
-        if let candidates {
-            remaining = candidates
-        } else {
-            let topology = worker.topology
-            if let primary = topology.primary, primary.health != .down, !topology.hasMultiplePrimaries {
-                remaining = [primary.index]
-            } else if topology.hasMultiplePrimaries {
-                sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.connectionFailure,
-                                      message: "two backends report being primary; causeway refuses to guess which one to write to",
-                                      hint: "Demote or stop one of them."))
-                return
-            } else {
-                remaining = worker.settings.primaryCandidateIndexes
+    /// A login with startup parameters not seen before logs in to a server first (FirstLogin
+    /// decides which) and greets its client with that server's parameters.
+    private func beginFirstLogin() {
+        var login = FirstLogin(session: id)
+        let actions = login.start(topology: worker.topology, configured: worker.settings.primaryCandidateIndexes)
+        firstLogin = login
+        perform(actions)
+    }
+
+    private func perform(_ actions: [FirstLogin.Action]) {
+        for action in actions where phase == .connecting {
+            switch action {
+            case let .connect(index):
+                let link = makeLink(index)
+                link.delegate = firstLoginObserver
+                serverLinks[index] = link
+                link.connect()
+            case let .close(index):
+                serverLinks.removeValue(forKey: index)?.close()
+            case let .greet(index, isPrimary):
+                guard let link = serverLinks[index] else { continue }
+                firstLogin = nil
+                link.delegate = self
+                var parameters = link.greeting.parameters
+                if isPrimary {
+                    worker.runtime.greetings.store(parameters, for: GreetingCache.key(serverStartupParameters()))
+                    countOnPrimary(index)
+                } else {
+                    // Only a primary's in_hot_standby is ever reported: a client told "on" would
+                    // take the whole proxy for a read-only server.
+                    parameters.removeAll { $0.0 == "in_hot_standby" }
+                }
+                greet(parameters: parameters, notices: link.greeting.notices, status: link.greeting.status,
+                      loginLink: (index, isPrimary: isPrimary))
+                pointCancelKey(at: link)
+                log.info("session_started", ["session": id, "user": userName, "database": database,
+                                             "backend": link.backend.config.name, "server_pid": link.greeting.processID])
+            case let .refuse(error):
+                firstLogin = nil
+                sendFatal(error)
+            case let .log(level, event, fields):
+                log.write(level, event, fields)
             }
         }
-        if remaining.isEmpty && !standbysToo {
-            let topology = worker.topology
-            let replicas = topology.backends.filter { $0.role == .replica && $0.health == .up && !$0.draining }.map(\.index)
-            if !replicas.isEmpty {
-                log.info("login_without_primary", ["session": id, "reasons": connectFailures.joined(separator: "; ")])
-                connectToPrimary(candidates: replicas, standbysToo: true)
-                return
-            }
-        }
-        guard !remaining.isEmpty else {
-            let reasons = connectFailures.isEmpty ? "no backend is configured as primary or auto" : connectFailures.joined(separator: "; ")
-            log.warn("no_primary_available", ["session": id, "reasons": reasons])
-            sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.connectionFailure,
-                                  message: "no primary backend available: \(reasons)",
-                                  hint: "Check that the primary is running and reachable from causeway."))
-            return
-        }
-        let index = remaining.removeFirst()
-        let link = makeLink(index)
-        let observer = PrimaryLoginObserver(session: self, remaining: remaining, standbysToo: standbysToo)
-        primaryLoginObserver = observer
-        link.delegate = observer
-        serverLinks[index] = link
-        link.connect()
+    }
+
+    fileprivate func firstLoginLinkReady(_ link: ServerLink, greeting: ServerGreeting) {
+        guard phase == .connecting, var login = firstLogin else { return }
+        let actions = login.linkReady(link.backendIndex, standby: greeting.parameter("in_hot_standby") == "on",
+                                      label: link.backend.label, topology: worker.topology)
+        firstLogin = login
+        perform(actions)
+    }
+
+    fileprivate func firstLoginLinkFailed(_ link: ServerLink, error: ErrorFields) {
+        guard phase == .connecting, var login = firstLogin else { return }
+        serverLinks.removeValue(forKey: link.backendIndex)
+        let actions = login.linkFailed(link.backendIndex, error, label: link.backend.label, name: link.backend.config.name,
+                                       topology: worker.topology)
+        firstLogin = login
+        perform(actions)
     }
 
     func makeLink(_ index: Int) -> ServerLink {
@@ -273,33 +288,6 @@ extension ClientSession {
         return parameters
     }
 
-    fileprivate func primaryLoginFinished(_ link: ServerLink, greeting: ServerGreeting, remaining: [Int], standbysToo: Bool) {
-        guard phase == .connecting else { return }
-        let standby = greeting.parameter("in_hot_standby") == "on"
-        if standby && !standbysToo {
-            connectFailures.append("\(link.backend.label) is a standby")
-            serverLinks.removeValue(forKey: link.backendIndex)
-            link.close()
-            connectToPrimary(candidates: remaining)
-            return
-        }
-        link.delegate = self
-        var parameters = greeting.parameters
-        if standby {
-            // Only a primary's in_hot_standby is ever reported: a client told "on" would take
-            // the whole proxy for a read-only server.
-            parameters.removeAll { $0.0 == "in_hot_standby" }
-        } else {
-            worker.runtime.greetings.store(parameters, for: GreetingCache.key(serverStartupParameters()))
-            countOnPrimary(link.backendIndex)
-        }
-        greet(parameters: parameters, notices: greeting.notices, status: greeting.status,
-              loginLink: (link.backendIndex, isPrimary: !standby))
-        pointCancelKey(at: link)
-        log.info("session_started", ["session": id, "user": userName, "database": database,
-                                     "backend": link.backend.config.name, "server_pid": greeting.processID])
-    }
-
     /// The session's first link to the primary: counted in SHOW BACKENDS' sessions.
     func countOnPrimary(_ index: Int) {
         guard countedOnPrimary == nil else { return }
@@ -330,24 +318,6 @@ extension ClientSession {
         processInbound()
     }
 
-    fileprivate func primaryLoginFailed(_ link: ServerLink, error: ErrorFields, remaining: [Int], standbysToo: Bool) {
-        guard phase == .connecting else { return }
-        serverLinks.removeValue(forKey: link.backendIndex)
-        if error.sqlState == SQLState.connectionFailure && !remaining.isEmpty {
-            connectFailures.append(error.message ?? link.backend.label)
-            connectToPrimary(candidates: remaining, standbysToo: standbysToo)
-            return
-        }
-        if error.sqlState == SQLState.connectionFailure, let message = error.message {
-            connectFailures.append(message)
-            connectToPrimary(candidates: [], standbysToo: standbysToo)
-            return
-        }
-        log.warn("server_login_failed", ["session": id, "backend": link.backend.config.name,
-                                         "sqlstate": error.sqlState ?? "", "message": error.message ?? ""])
-        sendFatal(error)
-    }
-
     /// Cancel requests from this client go to whichever server runs its queries now.
     func pointCancelKey(at link: ServerLink) {
         guard cancelKeyTarget != link.backendIndex else { return }
@@ -356,26 +326,21 @@ extension ClientSession {
     }
 }
 
-/// Watches the first login, which may have to move on to the next candidate.
-private final class PrimaryLoginObserver: ServerLinkDelegate {
+/// Passes the first login's link events to its session (the session becomes the link's
+/// delegate once the login is settled).
+final class FirstLoginObserver: ServerLinkDelegate {
     unowned let session: ClientSession
-    let remaining: [Int]
-    let standbysToo: Bool
 
-    init(session: ClientSession, remaining: [Int], standbysToo: Bool) {
+    init(session: ClientSession) {
         self.session = session
-        self.remaining = remaining
-        self.standbysToo = standbysToo
     }
 
     func linkReady(_ link: ServerLink, greeting: ServerGreeting) {
-        session.primaryLoginObserver = nil
-        session.primaryLoginFinished(link, greeting: greeting, remaining: remaining, standbysToo: standbysToo)
+        session.firstLoginLinkReady(link, greeting: greeting)
     }
 
     func link(_ link: ServerLink, failed error: ErrorFields, duringLogin: Bool) {
-        session.primaryLoginObserver = nil
-        session.primaryLoginFailed(link, error: error, remaining: remaining, standbysToo: standbysToo)
+        session.firstLoginLinkFailed(link, error: error)
     }
 
     func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?,

@@ -53,7 +53,7 @@ extension ClientSession: ServerLinkDelegate {
 
     func link(_ link: ServerLink, event: ResponseStream.Event) {
         guard phase == .relaying else { return }
-        feed(.linkResponse(link.backendIndex, event))
+        feedLinkResponse(link.backendIndex, event)
     }
 
     func linkDrained(_ link: ServerLink) {
@@ -134,7 +134,9 @@ extension ClientSession: ServerLinkDelegate {
 
 /// The worker's side of what a session's machine may know.
 struct WorkerSessionEnvironment: SessionEnvironment {
-    unowned let worker: Worker
+    /// Unowned and unsafe: made for one event at a time by a session of this worker, which
+    /// outlives it; no reference counting on the request path.
+    unowned(unsafe) let worker: Worker
 
     var now: UInt64 { worker.now }
     var topology: Topology { worker.topology }

@@ -33,24 +33,24 @@ final class ClientSession: StreamDelegate {
     var saslFinal: [UInt8]?
     var countedAsClient = false
     var cancelKeyTarget: Int?
-    var connectFailures: [String] = []
-    var primaryLoginObserver: AnyObject?
+    /// The first server login, while it is being settled.
+    var firstLogin: FirstLogin?
+    lazy var firstLoginObserver = FirstLoginObserver(session: self)
     var isAdmin = false
     /// Counted in the primary's session figure (SHOW BACKENDS).
     var countedOnPrimary: Int?
 
     /// The session itself: every decision after login is the machine's.
     var machine: SessionMachine
-    var environment: WorkerSessionEnvironment { WorkerSessionEnvironment(worker: worker) }
+    let environment: WorkerSessionEnvironment
     /// The server connections the machine has opened, by backend index.
-    var serverLinks: [Int: ServerLink] = [:]
+    var serverLinks = LinkTable<ServerLink>()
     var inbound = MessageFramer(maximumLength: 1 << 30)
     /// Input stopped because the machine could not take more; read again once it can.
     private var inputStalled = false
     private var readingInbound = false
     private var performing = false
     private var queuedEvents: [SessionMachine.Event] = []
-    private var performed: [SessionAction] = []
 
     /// Responses held back while the machine says so (a replica read that may be retried, a
     /// commit waiting for its token), and where the held ReadyForQuery ends.
@@ -63,6 +63,7 @@ final class ClientSession: StreamDelegate {
         cancelKey = worker.runtime.cancels.issue()
         id = cancelKey.processID
         machine = SessionMachine(id: id)
+        environment = WorkerSessionEnvironment(worker: worker)
         log = worker.runtime.log("session")
     }
 
@@ -82,16 +83,51 @@ final class ClientSession: StreamDelegate {
             return
         }
         performing = true
-        var next: SessionMachine.Event? = event
-        while let current = next, phase == .relaying {
-            machine.handle(current, environment)
-            machine.takeActions(into: &performed)
-            for action in performed where phase != .finished { perform(action) }
-            next = queuedEvents.isEmpty ? nil : queuedEvents.removeFirst()
+        machine.handle(event, environment)
+        performActions()
+        drainQueuedEvents()
+        afterEvents()
+    }
+
+    /// A server link's response event: the common path, without wrapping it in an Event.
+    func feedLinkResponse(_ index: Int, _ response: ResponseStream.Event) {
+        if performing {
+            queuedEvents.append(.linkResponse(index, response))
+            return
         }
-        queuedEvents.removeAll()
+        performing = true
+        machine.linkResponse(index, response, environment)
+        performActions()
+        drainQueuedEvents()
+        afterEvents()
+    }
+
+    /// Events that arose while actions were performed, in order; then performing ends.
+    private func drainQueuedEvents() {
+        while !queuedEvents.isEmpty && phase == .relaying {
+            machine.handle(queuedEvents.removeFirst(), environment)
+            performActions()
+        }
+        if !queuedEvents.isEmpty { queuedEvents.removeAll() }
         performing = false
-        guard phase == .relaying else { return }
+    }
+
+    /// Performs what the machine decided. Performing an action never feeds the machine directly
+    /// (events queue), so its action list stays as it is while it is read.
+    private func performActions() {
+        guard !machine.actions.isEmpty else { return }
+        var position = 0
+        while position < machine.actions.count && phase != .finished {
+            perform(machine.actions[position])
+            position += 1
+        }
+        machine.actions.removeAll(keepingCapacity: true)
+    }
+
+    /// Reading follows the machine's state; input that waited is taken now that it can go.
+    /// While client input is being cut into messages, this is done once for the whole read.
+    private func afterEvents() {
+        guard phase == .relaying, !readingInbound else { return }
         updateReading()
         if inputStalled && machine.acceptsClientInput {
             inputStalled = false
@@ -131,7 +167,16 @@ final class ClientSession: StreamDelegate {
                 sendFatal(ClientAuthenticator.protocolViolation("invalid message from client: \(error)"))
                 return
             }
-            feed(.clientMessage(request, type: frame.type, body: frame.body))
+            if performing {
+                feed(.clientMessage(request, type: frame.type, body: frame.body))
+            } else {
+                // The common path: straight to the machine's handler for this event, without
+                // wrapping the message in an Event.
+                performing = true
+                machine.clientMessage(request, type: frame.type, body: frame.body, environment)
+                performActions()
+                drainQueuedEvents()
+            }
         }
         updateReading()
     }
@@ -141,7 +186,7 @@ final class ClientSession: StreamDelegate {
     /// does not read must slow its servers down).
     func updateReading() {
         guard phase == .relaying else { return }
-        let linksCongested = serverLinks.values.contains { $0.stream.isAboveHighWater }
+        let linksCongested = serverLinks.contains { $0.value.stream.isAboveHighWater }
         if !(isAdmin || machine.acceptsClientInput) || linksCongested {
             client.stopReading()
         } else {
@@ -240,7 +285,7 @@ final class ClientSession: StreamDelegate {
     /// The final error (already counted) and the end.
     func writeFatal(_ fields: ErrorFields) {
         guard phase != .finished else { return }
-        if phase != .relaying || serverLinks.values.allSatisfy({ $0.responses.isAtBoundary }) {
+        if phase != .relaying || serverLinks.allSatisfy({ $0.value.responses.isAtBoundary }) {
             client.write(BackendMessage.errorResponse(fields).encoded())
         }
         finish()
@@ -251,9 +296,9 @@ final class ClientSession: StreamDelegate {
         phase = .finished
         client.delegate = nil
         client.shutdownAndClose()
-        for link in serverLinks.values { link.close() }
+        for (_, link) in serverLinks { link.close() }
         serverLinks.removeAll()
-        primaryLoginObserver = nil
+        firstLogin = nil
         cancelKey.setRunning(false)
         worker.runtime.cancels.retire(cancelKey)
         if countedAsClient {

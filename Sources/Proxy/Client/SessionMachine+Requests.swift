@@ -13,10 +13,15 @@ extension SessionMachine {
         func statement(named name: String) -> PreparedStatement? { statements[name] }
     }
 
+    /// The event `clientMessage`, also called directly on the request path.
     mutating func clientMessage(_ request: FrontendRequest, type: UInt8, body: ArraySlice<UInt8>,
                                 _ env: some SessionEnvironment) {
-        let context = AssemblyContext(env: env, statements: statements)
-        let (first, second) = requests.receive(request, type: type, body: body, context: context)
+        guard phase == .relaying else { return }
+        defer { publishRunning() }
+        // The context's reference to `statements` must be gone before a unit is sent: sending
+        // records the unit's Parse there, and a second reference would copy the whole table.
+        let (first, second) = requests.receive(request, type: type, body: body,
+                                               context: AssemblyContext(env: env, statements: statements))
         if let first { perform(first, type, body, env) }
         if let second {
             if case let .unit(unit) = second, !waiting.isEmpty {
@@ -49,7 +54,7 @@ extension SessionMachine {
     /// at once, even before its CopyInResponse is back: clients such as asyncpg send the data
     /// right behind the COPY. (A server not in copy mode ignores them, as the protocol says.)
     private mutating func forwardCopyMessage(_ type: UInt8, _ body: ArraySlice<UInt8>) {
-        guard let index = lastLink, links[index] != nil else { return }
+        guard let index = lastLink, links.at(index) != nil else { return }
         var message = RequestUnit()
         message.append(type, body)
         actions.append(.sendToLink(index, message.bytes))
@@ -109,18 +114,23 @@ extension SessionMachine {
             let decision = unit.forcePrimary ? primaryDecision(for: unit, env) : route(unit.classification!, env)
             // A replica merely behind the floor gets causal_wait_ms (the monitor polls faster
             // meanwhile); PAUSE holds a new write transaction until RESUME.
-            let clock = UnitWait.Clock(now: env.now, generation: env.topology.generation, paused: env.paused,
-                                       causalWaitNanos: env.causalWaitNanos, pauseTimeoutNanos: env.pauseTimeoutNanos)
-            switch unitWait.admit(decision, classification: unit.classification, inTransaction: inTransaction, clock: clock) {
-            case .wait:
-                block(unit)
-                actions.append(.waitForTopology)
-                return
-            case let .refuse(error):
-                refuse(unit, error, env)
-                return
-            case .proceed:
-                break
+            let paused = env.paused
+            if decision.shouldWait || paused {
+                let clock = UnitWait.Clock(now: env.now, generation: env.topology.generation, paused: paused,
+                                           causalWaitNanos: env.causalWaitNanos, pauseTimeoutNanos: env.pauseTimeoutNanos)
+                switch unitWait.admit(decision, classification: unit.classification, inTransaction: inTransaction, clock: clock) {
+                case .wait:
+                    block(unit)
+                    actions.append(.waitForTopology)
+                    return
+                case let .refuse(error):
+                    refuse(unit, error, env)
+                    return
+                case .proceed:
+                    break
+                }
+            } else {
+                unitWait = .none
             }
             if let error = decision.error {
                 refuse(unit, ErrorFields(severity: .error, sqlState: error.sqlState, message: error.message), env)
@@ -134,9 +144,9 @@ extension SessionMachine {
             target = chosen
             reason = decision.reason
         }
-        if links[target] == nil {
+        if links.at(target) == nil {
             // Connecting starts now, even if the unit then waits for the servers ahead of it.
-            links[target] = LinkState(phase: .opening)
+            links.put(target, LinkState(phase: .opening))
             actions.append(.openLink(target))
         }
         // Responses must reach the client in request order: a unit for another server waits
@@ -145,7 +155,7 @@ extension SessionMachine {
             block(unit)
             return
         }
-        guard links[target]?.phase == .ready else {
+        guard links.at(target)?.phase == .ready else {
             block(unit)
             return
         }
@@ -160,7 +170,7 @@ extension SessionMachine {
     private mutating func endIdleBatch() {
         guard let index = boundLink else { return }
         boundLink = nil
-        guard links[index] != nil else { return }
+        guard links.at(index) != nil else { return }
         actions.append(.sendToLink(index, FrontendMessage.sync.encoded()))
         actions.append(.noteBatchEnd(index))
         links[index]!.internalRequests += 1
@@ -204,7 +214,7 @@ extension SessionMachine {
     private mutating func route(_ classification: Classification, _ env: some SessionEnvironment) -> RouteDecision {
         // A transaction open on a backend a reload removed finishes there (the link closes at
         // its boundary); the monitor's topology no longer lists that backend.
-        if routing.inTransaction, let index = routing.transactionBackend, env.isRemoved(index), links[index] != nil {
+        if routing.inTransaction, let index = routing.transactionBackend, env.isRemoved(index), links.at(index) != nil {
             return RouteDecision(target: index, isPrimary: index == primaryIndex, reason: .transaction)
         }
         var topology = env.topology
@@ -271,43 +281,42 @@ extension SessionMachine {
     // MARK: - Sending
 
     private mutating func send(_ unit: RequestUnit, to index: Int, reason: RouteReason, _ env: some SessionEnvironment) {
-        var link = links[index]!
         var out: [UInt8] = []
         // Statements the client closed while this server was not in use.
-        if !link.pendingCloses.isEmpty {
+        if !links[index]!.pendingCloses.isEmpty {
             var writer = ByteWriter()
-            for name in link.pendingCloses {
+            for name in links[index]!.pendingCloses {
                 FrontendMessage.close(kind: .statement, name: name).encode(into: &writer)
             }
             FrontendMessage.sync.encode(into: &writer)
             out += writer.bytes
             actions.append(.expect(index, .internalRequest(tag: Self.closeTag)))
-            link.internalRequests += 1
-            link.pendingCloses.removeAll()
+            links[index]!.internalRequests += 1
+            links[index]!.pendingCloses.removeAll()
         }
-        if link.appliedSettingsVersion != settings.version {
+        if links[index]!.appliedSettingsVersion != settings.version {
             if !settings.isEmpty {
                 out += FrontendMessage.query(settings.replaySQL).encoded()
                 actions.append(.expect(index, .internalRequest(tag: Self.settingsReplayTag)))
-                link.internalRequests += 1
+                links[index]!.internalRequests += 1
                 // A simple query destroys the server's unnamed statement: re-create it if used.
-                link.preparedStatements.remove("")
+                links[index]!.preparedStatements.remove("")
             }
-            link.appliedSettingsVersion = settings.version
+            links[index]!.appliedSettingsVersion = settings.version
         }
         // Statements the unit uses that this server has not seen: prepared first, their
         // ParseCompletes swallowed.
         var injectedParses = 0
-        for name in unit.uses where !link.preparedStatements.contains(name) {
+        for name in unit.uses where !links[index]!.preparedStatements.contains(name) {
             guard let statement = statements[name] else { continue }
             out += FrontendMessage.parse(name: name, query: statement.query, parameterTypes: statement.parameterTypes).encoded()
-            link.preparedStatements.insert(name)
+            links[index]!.preparedStatements.insert(name)
             injectedParses += 1
         }
         if injectedParses > 0 {
             // Behind whatever of the client's batch is still unanswered (it may have come in parts).
             actions.append(.expect(index, .injectedCompletions(count: injectedParses,
-                                                               afterClientCompletions: link.clientCompletionsSent)))
+                                                               afterClientCompletions: links[index]!.clientCompletionsSent)))
         }
         var capture = needsLSNCapture(unit, on: index, reason: reason, env)
         if capture && unit.mayStartCopy {
@@ -324,35 +333,34 @@ extension SessionMachine {
             actions.append(.sendToLink(index, out))
         }
         actions.append(.noteClientRequest(index, readies: unit.readies, completions: unit.completions))
-        link.clientCompletionsSent += unit.completions
+        links[index]!.clientCompletionsSent += unit.completions
         if capture {
             // Pipelined behind the client's own request: the client's ReadyForQuery is relayed
             // first, the LSN arrives a moment later on the same connection and is swallowed.
             actions.append(.expect(index, .internalRequest(tag: Self.lsnCaptureTag)))
-            link.internalRequests += 1
+            links[index]!.internalRequests += 1
             self.capture = .inFlight(captured: nil)
         }
 
         // What the server now holds.
         for (name, statement) in unit.parses {
             statements[name] = statement
-            link.preparedStatements.insert(name)
+            links[index]!.preparedStatements.insert(name)
             forgetElsewhere(name, except: index)
         }
         for name in unit.closes {
             statements.removeValue(forKey: name)
-            link.preparedStatements.remove(name)
+            links[index]!.preparedStatements.remove(name)
             forgetElsewhere(name, except: index)
         }
         // A simple query (the client's or the capture) destroys the unnamed statement.
-        if unit.end == .query || capture { link.preparedStatements.remove("") }
+        if unit.end == .query || capture { links[index]!.preparedStatements.remove("") }
         if unit.executes, let classification = unit.classification {
             if classification.pinChanges.contains(where: { $0 == .unpin(.discardAll) || $0 == .unpin(.deallocateAll) }) {
-                link.preparedStatements.removeAll()
+                links[index]!.preparedStatements.removeAll()
             }
             pins = classification.applyingPinChanges(to: pins)
         }
-        links[index] = link
 
         let primary = currentPrimary(env)
         let onReplica = index != primary
@@ -381,7 +389,9 @@ extension SessionMachine {
     /// A statement name now means something else on `except`: other servers drop it (named
     /// ones are closed there before their next use).
     private mutating func forgetElsewhere(_ name: String, except index: Int) {
-        for other in links.keys where other != index && links[other]!.preparedStatements.contains(name) {
+        // By position, not by iterating the array: an iterator would hold the array while it
+        // changes, and copy it.
+        for other in links.indices where other != index && links[other]?.preparedStatements.contains(name) == true {
             links[other]!.preparedStatements.remove(name)
             if !name.isEmpty { links[other]!.pendingCloses.append(name) }
         }
@@ -391,8 +401,9 @@ extension SessionMachine {
     mutating func captureLSN(on index: Int) {
         actions.append(.sendToLink(index, Self.lsnCaptureQuery))
         actions.append(.expect(index, .internalRequest(tag: Self.lsnCaptureTag)))
-        links[index]?.preparedStatements.remove("")
-        links[index]?.internalRequests += 1
+        guard links.at(index) != nil else { return }
+        links[index]!.preparedStatements.remove("")
+        links[index]!.internalRequests += 1
         capture = .inFlight(captured: nil)
     }
 
@@ -421,7 +432,7 @@ extension SessionMachine {
         guard routing.stickyReplica != index else { return }
         if let old = routing.stickyReplica {
             actions.append(.releaseReplica(old))
-            if links[old] != nil, isIdle(old), old != primaryIndex { closeLink(old) }
+            if links.at(old) != nil, isIdle(old), old != primaryIndex { closeLink(old) }
         }
         routing.stickyReplica = index
         actions.append(.adoptReplica(index))
@@ -429,7 +440,7 @@ extension SessionMachine {
 
     /// Closes a link the session no longer needs.
     mutating func closeLink(_ index: Int) {
-        links.removeValue(forKey: index)
+        links.take(index)
         if lastLink == index { lastLink = nil }
         actions.append(.closeLink(index, terminate: true))
     }

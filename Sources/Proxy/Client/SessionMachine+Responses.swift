@@ -4,7 +4,7 @@ import Wire
 /// Server links coming up, answering and going away.
 extension SessionMachine {
     mutating func linkReady(_ index: Int, _ greeting: ServerGreeting, _ env: some SessionEnvironment) {
-        guard phase == .relaying, links[index]?.phase == .opening else { return }
+        guard phase == .relaying, links.at(index)?.phase == .opening else { return }
         links[index]!.phase = .ready
         links[index]!.status = greeting.status
         let standby = greeting.parameter("in_hot_standby") == "on"
@@ -34,7 +34,7 @@ extension SessionMachine {
 
     mutating func linkFailed(_ index: Int, _ error: ErrorFields, duringLogin: Bool, serverSaidWhy: Bool,
                              endedWhileIdle: Bool, _ env: some SessionEnvironment) {
-        guard phase == .relaying, links.removeValue(forKey: index) != nil else { return }
+        guard phase == .relaying, links.take(index) != nil else { return }
         let name = env.backendName(index)
         if routing.stickyReplica == index {
             actions.append(.releaseReplica(index))
@@ -111,8 +111,10 @@ extension SessionMachine {
         avoided[index] = env.now + Self.avoidNanos
     }
 
+    /// The event `linkResponse`, also called directly on the response path.
     mutating func linkResponse(_ index: Int, _ event: ResponseStream.Event, _ env: some SessionEnvironment) {
-        guard phase == .relaying, links[index] != nil else { return }
+        guard phase == .relaying, links.at(index) != nil else { return }
+        defer { publishRunning() }
         switch event {
         case let .clientReady(status):
             links[index]!.status = status
@@ -164,7 +166,7 @@ extension SessionMachine {
                 let before = settings.version
                 for command in transaction.settings + tracked { settings.apply(command) }
                 // This server ran the SETs itself: it is up to date.
-                if links[index]?.appliedSettingsVersion == before { links[index]?.appliedSettingsVersion = settings.version }
+                if links.at(index)?.appliedSettingsVersion == before { links[index]!.appliedSettingsVersion = settings.version }
             }
             transaction.settings.removeAll()
             transaction.failed = false
@@ -239,7 +241,7 @@ extension SessionMachine {
     mutating func releaseDrainingLinks(_ env: some SessionEnvironment) {
         guard phase == .relaying else { return }
         let topology = env.topology
-        for index in links.keys.sorted() where topology.backend(at: index)?.draining == true || env.isRemoved(index) {
+        for index in links.open where topology.backend(at: index)?.draining == true || env.isRemoved(index) {
             // Pinned state (temp tables, advisory locks, LISTEN) lives on the primary's connection:
             // closing it quietly would lose it, so such a session waits for the cut and is told.
             let busy = ledger.hasWork(on: index) || routing.transactionBackend == index || boundLink == index

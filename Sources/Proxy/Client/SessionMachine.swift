@@ -102,7 +102,8 @@ struct SessionMachine {
     var reportedParameters: [String: String] = [:]
     /// The primary this session logged in to (or first used).
     var primaryIndex: Int?
-    var links: [Int: LinkState] = [:]
+    /// By backend index (small integers: an array, changed in place, no hashing).
+    var links: [LinkState?] = []
     var requests = RequestAssembler()
     /// Units that cannot be sent yet, in order: the first waits (for its link to come up, for
     /// the servers ahead of it to answer, for a replica to reach the floor, for RESUME, for an
@@ -131,7 +132,7 @@ struct SessionMachine {
     /// A graceful shutdown waits for the session to become quiet.
     var shuttingDown = false
     private var publishedRunning = false
-    /// What this event produced; the connection takes them (`takeActions`).
+    /// What the events so far produced, in order; the connection performs and clears them.
     var actions: [SessionAction] = []
 
     init(id: Int32) {
@@ -139,7 +140,8 @@ struct SessionMachine {
         actions.reserveCapacity(16)
     }
 
-    /// Hands the actions produced so far to the connection (the buffers swap, nothing is copied).
+    /// Hands the actions produced so far to a caller that keeps them (the buffers swap, nothing
+    /// is copied). The connection reads `actions` in place instead.
     mutating func takeActions(into buffer: inout [SessionAction]) {
         buffer.removeAll(keepingCapacity: true)
         swap(&actions, &buffer)
@@ -162,12 +164,12 @@ struct SessionMachine {
     /// Nothing in flight, no open transaction, no half-sent batch.
     var isQuiet: Bool {
         capture == .none && ledger.isEmpty && transaction.status == .idle && waiting.isEmpty
-            && requests.pending.isEmpty && links.keys.allSatisfy(isIdle)
+            && requests.pending.isEmpty && links.indices.allSatisfy(isIdle)
     }
 
     /// Nothing is asked of this server and nothing of the session's is open there.
     func isIdle(_ link: Int) -> Bool {
-        guard let state = links[link] else { return true }
+        guard let state = links.at(link) else { return true }
         return state.phase == .ready && state.internalRequests == 0 && state.status == .idle
             && !ledger.hasWork(on: link) && boundLink != link
     }
@@ -180,7 +182,6 @@ struct SessionMachine {
         case let .greeted(status, parameters, loginLink, loginLinkIsPrimary):
             greeted(status: status, parameters: parameters, loginLink: loginLink, isPrimary: loginLinkIsPrimary)
         case let .clientMessage(request, type, body):
-            guard phase == .relaying else { return }
             clientMessage(request, type: type, body: body, env)
         case .clientInputPaused:
             guard acceptsClientInput, let part = requests.inputEnded() else { return }
@@ -210,6 +211,11 @@ struct SessionMachine {
             fatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
                               message: "terminating connection due to administrator command (KILL)"))
         }
+        publishRunning()
+    }
+
+    /// Tells the connection when the client's work starts or stops being on a server.
+    mutating func publishRunning() {
         if phase == .relaying && publishedRunning != isRunning {
             publishedRunning = isRunning
             actions.append(.setRunning(publishedRunning))
@@ -226,7 +232,7 @@ struct SessionMachine {
             reportedParameters[name] = value
         }
         if let loginLink {
-            links[loginLink] = LinkState(phase: .ready, status: status)
+            links.put(loginLink, LinkState(phase: .ready, status: status))
             if isPrimary { primaryIndex = loginLink }
         }
     }
@@ -261,4 +267,27 @@ struct SessionMachine {
     mutating func log(_ level: LogLevel, _ event: String, _ fields: KeyValuePairs<String, CustomStringConvertible>) {
         actions.append(.log(level, event, fields))
     }
+}
+
+extension [SessionMachine.LinkState?] {
+    /// The link state of a backend, if the session has a link there.
+    func at(_ index: Int) -> SessionMachine.LinkState? {
+        index >= 0 && index < count ? self[index] : nil
+    }
+
+    mutating func put(_ index: Int, _ state: SessionMachine.LinkState) {
+        if index >= count { append(contentsOf: repeatElement(nil, count: index + 1 - count)) }
+        self[index] = state
+    }
+
+    @discardableResult
+    mutating func take(_ index: Int) -> SessionMachine.LinkState? {
+        guard let state = at(index) else { return nil }
+        self[index] = nil
+        return state
+    }
+
+    /// The backends the session has links to, in ascending order.
+    var open: [Int] { indices.filter { self[$0] != nil } }
+    var noneOpen: Bool { allSatisfy { $0 == nil } }
 }

@@ -113,6 +113,8 @@ struct RequestUnit {
     }
 
     mutating func append(_ type: UInt8, _ body: ArraySlice<UInt8>) {
+        // A batch (Parse, Bind, Execute, Sync) would otherwise grow the buffer three times.
+        if bytes.capacity == 0 { bytes.reserveCapacity(max(256, body.count + 5)) }
         bytes.append(type)
         let length = UInt32(body.count + 4)
         bytes.append(UInt8(length >> 24))

@@ -101,11 +101,12 @@ final class Worker {
 
     private var cachedPrimary: Int?
 
-    /// The proxy's one clock: monotonic nanoseconds (deadlines, caches, rate limits).
-    var now: UInt64 { cw_monotonic_nanos() }
+    /// The proxy's one clock in nanoseconds: CLOCK_MONOTONIC (the clock of cw_monotonic_nanos),
+    /// as the loop read it at the start of this iteration, so reading it costs no system call.
+    var now: UInt64 { uv_now(loop) &* 1_000_000 }
 
     private func refreshTopology() {
-        let now = self.now / 1_000_000
+        let now = uv_now(loop)
         if now != cachedTopologyAt || cachedTopology == nil {
             let topology = runtime.topology()
             cachedTopology = topology
@@ -234,7 +235,7 @@ final class Worker {
     /// Asks the monitor to poll faster, at most once per 10 ms of loop time: every read that
     /// waits or falls back for its floor asks, and one wake-up of the monitor serves them all.
     func requestFastPoll() {
-        let now = self.now / 1_000_000
+        let now = uv_now(loop)
         guard now &- lastFastPollRequest >= 10 || lastFastPollRequest == 0 else { return }
         lastFastPollRequest = now
         runtime.requestFastPoll()

@@ -39,7 +39,7 @@ struct SessionDrainAndEndingTests {
         _ = session.captured(0, "0/3000")
         session.env.publish { $0.backends[0].draining = true }
         #expect(session.handle(.drainCheck) == [])
-        #expect(session.machine.links[0] != nil)
+        #expect(session.machine.links.at(0) != nil)
     }
 
     @Test func aReplicaLinkLostWhileIdleIsReopenedByTheNextRead() {
