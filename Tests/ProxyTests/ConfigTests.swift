@@ -146,18 +146,39 @@ private func repositoryFile(_ relative: String, from filePath: String = #filePat
 }
 
 @Test func everyValueIsReadIntoTheModel() throws {
+    var pools = PoolSettings()
+    pools.defaultPoolSize = 7
+    pools.reservePoolSize = 2
+    pools.reservePoolTimeout = 3
+    pools.maxDBConnections = 40
+    pools.maxUserConnections = 30
+    pools.serverIdleTimeout = 60
+    pools.serverLifetime = 0
+    pools.serverConnectTimeout = 4
+    pools.queryWaitTimeout = 9
+    pools.serverResetQuery = ""
     let config = try parse(
         """
         [proxy]
         listen = "[::1]:7000"
         workers = 4
-        pool_mode = "transaction"
+        pool_mode = "session"
         zone = "z2"
         admin_users = ["root", "ops"]
         metrics_listen = ""
         auth_type = "md5"
         max_client_conn = 50
         log_level = "debug"
+        default_pool_size = 7
+        reserve_pool_size = 2
+        reserve_pool_timeout = 3
+        max_db_connections = 40
+        max_user_connections = 30
+        server_idle_timeout = 60
+        server_lifetime = 0
+        server_connect_timeout = 4
+        query_wait_timeout = 9
+        server_reset_query = ""
 
         [routing]
         consistency = "strong"
@@ -188,9 +209,9 @@ private func repositoryFile(_ relative: String, from filePath: String = #filePat
     #expect(
         config.proxy
             == ProxySettings(
-                listen: ListenAddress(host: "::1", port: 7000), workers: 4, poolMode: .transaction, zone: "z2",
+                listen: ListenAddress(host: "::1", port: 7000), workers: 4, poolMode: .session, zone: "z2",
                 adminUsers: ["root", "ops"], metricsListen: nil, authType: .md5, maxClientConnections: 50,
-                logLevel: .debug))
+                logLevel: .debug, pools: pools))
     #expect(
         config.routing
             == RoutingSettings(
@@ -1094,4 +1115,49 @@ struct ConsistencyLayeringTests {
             #expect(error.key == "databases[0].consistency")
         }
     }
+}
+
+@Test func transactionPoolModeIsRefusedUntilItIsImplemented() {
+    #expect(throws: ConfigError.self) {
+        try parse("""
+            [proxy]
+            pool_mode = "transaction"
+            """ + minimalTail)
+    }
+}
+
+@Test func poolLimitsTakeTheUsersThenTheDatabasesThenTheProxysSetting() throws {
+    let config = try parse(
+        """
+        [proxy]
+        default_pool_size = 20
+        max_db_connections = 100
+        max_user_connections = 50
+        auth_type = "trust"
+
+        [[backends]]
+        name = "pg1"
+        host = "127.0.0.1"
+
+        [[users]]
+        name = "batch"
+        password = "x"
+        pool_size = 3
+        max_user_connections = 5
+
+        [[users]]
+        name = "web"
+        password = "x"
+
+        [[databases]]
+        name = "reports"
+        pool_size = 8
+        max_db_connections = 12
+        """)
+    #expect(config.poolLimits(user: "batch", database: "reports")
+        == PoolLimits(poolSize: 3, reservePoolSize: 0, maxDBConnections: 12, maxUserConnections: 5))
+    #expect(config.poolLimits(user: "web", database: "reports")
+        == PoolLimits(poolSize: 8, reservePoolSize: 0, maxDBConnections: 12, maxUserConnections: 50))
+    #expect(config.poolLimits(user: "web", database: "app")
+        == PoolLimits(poolSize: 20, reservePoolSize: 0, maxDBConnections: 100, maxUserConnections: 50))
 }

@@ -134,6 +134,15 @@ def assert_server_backend_gone(cluster, pid):
     wait_until(lambda: cluster.backend(pid) is None, timeout=5, message=f"server backend {pid} to exit")
 
 
+def assert_server_backend_released(cluster, pid):
+    """The session's server connection is not left busy: it closed, or it went back to its pool,
+    where it was reset (DISCARD ALL) and sits idle."""
+    def released():
+        row = cluster.backend(pid)
+        return row is None or (row["state"] == "idle" and row["query"] == "DISCARD ALL")
+    wait_until(released, timeout=5, message=f"server backend {pid} to close or be reset into its pool")
+
+
 GARBAGE_AFTER_LOGIN = {
     "length 2": b"Q" + struct.pack("!I", 2),
     "negative length": b"Q" + struct.pack("!i", -1),
@@ -159,7 +168,7 @@ def test_garbage_after_login_is_08P01_and_nothing_leaks(proxy, cluster, bystande
         assert fields["C"] == "08P01", fields
         assert fields["S"] == "FATAL"
         assert w.closed_by_peer()
-    assert_server_backend_gone(cluster, pid)
+    assert_server_backend_released(cluster, pid)
 
 
 def test_garbage_during_authentication_is_08P01(proxy, bystander):

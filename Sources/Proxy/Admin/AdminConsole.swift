@@ -21,7 +21,7 @@ struct AdminConsole {
     static let help: [(String, String)] = [
         ("SHOW BACKENDS", "every backend: role, state, lag, replay position, catch-up estimate, sessions, server connections, reads, writes"),
         ("SHOW CLIENTS", "connected client sessions"),
-        ("SHOW POOLS", "server connections per backend"),
+        ("SHOW POOLS", "server connection pools per backend, database and user: clients active and waiting, connections active, idle, being reset and logging in, the longest wait"),
         ("SHOW STATS", "routing decisions by reason, retries, clients"),
         ("SHOW CONFIG", "the configuration in force"),
         ("SHOW VERSION", "causeway's version"),
@@ -129,15 +129,30 @@ struct AdminConsole {
         return ResultSet(columns: ["id", "user", "database", "client", "worker", "connected_s"], rows: rows)
     }
 
+    /// PgBouncer's columns, one row per (backend, database, user) pool, plus the backend's role.
+    /// A backend without pools yet shows one row with no database and user.
     private func pools() -> ResultSet {
         let settings = self.settings
-        let rows = settings.visibleIndexes.map { index -> [String?] in
-            let counters = settings.slots[index].counters
-            return [settings.slots[index].name, settings.config.proxy.poolMode.rawValue,
-                    String(counters.serverConnections.load(ordering: .relaxed)),
-                    String(counters.sessions.load(ordering: .relaxed))]
+        let now = cw_monotonic_nanos()
+        let snapshot = runtime.pools.snapshot()
+        var rows: [[String?]] = []
+        for index in settings.visibleIndexes {
+            let name = settings.slots[index].name
+            let role = topology.backend(at: index)?.role.rawValue ?? "unknown"
+            let pools = snapshot.filter { $0.key.backend == index }
+            if pools.isEmpty {
+                rows.append([name, role, nil, nil, "0", "0", "0", "0", "0", "0", "0", settings.config.proxy.poolMode.rawValue])
+                continue
+            }
+            for (key, counts) in pools {
+                let longest = counts.waitingSince.min().map { Double(now &- $0) / 1e9 } ?? 0
+                rows.append([name, role, key.database, key.user, String(counts.active), String(counts.waitingSince.count),
+                             String(counts.active), String(counts.idle), String(counts.resetting), String(counts.loggingIn),
+                             String(format: "%.1f", longest), settings.config.proxy.poolMode.rawValue])
+            }
         }
-        return ResultSet(columns: ["backend", "pool_mode", "server_conns", "sessions"], rows: rows)
+        return ResultSet(columns: ["backend", "role", "database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle",
+                                   "sv_used", "sv_login", "maxwait", "pool_mode"], rows: rows)
     }
 
     private func stats() -> ResultSet {

@@ -205,12 +205,9 @@ extension ClientSession {
         for action in actions where phase == .connecting {
             switch action {
             case let .connect(index):
-                let link = makeLink(index)
-                link.delegate = firstLoginObserver
-                serverLinks[index] = link
-                link.connect()
+                worker.pools.acquire(for: self, backend: index)
             case let .close(index):
-                serverLinks.removeValue(forKey: index)?.close()
+                if let link = serverLinks.removeValue(forKey: index) { worker.pools.release(link, reusable: true) }
             case let .greet(index, isPrimary):
                 guard let link = serverLinks[index] else { continue }
                 firstLogin = nil
@@ -238,7 +235,7 @@ extension ClientSession {
         }
     }
 
-    fileprivate func firstLoginLinkReady(_ link: ServerLink, greeting: ServerGreeting) {
+    func firstLoginLinkReady(_ link: ServerLink, greeting: ServerGreeting) {
         guard phase == .connecting, var login = firstLogin else { return }
         let actions = login.linkReady(link.backendIndex, standby: greeting.parameter("in_hot_standby") == "on",
                                       label: link.backend.label, topology: worker.topology)
@@ -247,10 +244,14 @@ extension ClientSession {
     }
 
     fileprivate func firstLoginLinkFailed(_ link: ServerLink, error: ErrorFields) {
+        firstLoginFailed(link.backendIndex, error)
+    }
+
+    func firstLoginFailed(_ index: Int, _ error: ErrorFields) {
         guard phase == .connecting, var login = firstLogin else { return }
-        serverLinks.removeValue(forKey: link.backendIndex)
-        let actions = login.linkFailed(link.backendIndex, error, label: link.backend.label, name: link.backend.config.name,
-                                       topology: worker.topology)
+        serverLinks.removeValue(forKey: index)
+        let backend = worker.settings.slots[index].backend
+        let actions = login.linkFailed(index, error, label: backend.label, name: backend.config.name, topology: worker.topology)
         firstLogin = login
         perform(actions)
     }

@@ -60,6 +60,53 @@ extension ClientSession: ServerLinkDelegate {
         updateReading()
     }
 
+    // MARK: - Connections from the pool
+
+    /// The startup parameters a pooled connection must have been opened with to serve this
+    /// session (the same set that keys the greeting cache).
+    var poolParameters: [String] { GreetingCache.key(serverStartupParameters()) }
+
+    /// An idle pooled connection, logged in and reset, for `backend`.
+    func poolGranted(_ link: ServerLink, backend: Int) {
+        guard phase == .relaying || phase == .connecting else {
+            worker.pools.release(link, reusable: true)
+            return
+        }
+        serverLinks[backend] = link
+        link.stream.startReading()
+        if phase == .connecting {
+            link.delegate = firstLoginObserver
+            firstLoginLinkReady(link, greeting: link.greeting)
+        } else {
+            link.delegate = self
+            feed(.linkReady(backend, link.greeting))
+        }
+    }
+
+    /// A slot in the pool: open a new connection to `backend`.
+    func poolMayOpen(backend: Int, key: ServerPool.Key) {
+        guard phase == .relaying || phase == .connecting else {
+            // Nobody needs it any more: give the slot back.
+            worker.runtime.pools.adjust(key.registry, open: -1, loggingIn: -1)
+            return
+        }
+        let link = makeLink(backend)
+        link.poolKey = key
+        link.delegate = phase == .connecting ? firstLoginObserver : self
+        serverLinks[backend] = link
+        worker.pools.noteLoggingIn(link)
+        link.connect()
+    }
+
+    /// The pool stayed full for query_wait_timeout.
+    func poolTimedOut(backend: Int, error: ErrorFields) {
+        if phase == .connecting {
+            firstLoginFailed(backend, error)
+        } else if phase == .relaying {
+            feed(.linkFailed(backend, error, duringLogin: true, serverSaidWhy: false, endedWhileIdle: false))
+        }
+    }
+
     // MARK: - Performing the machine's actions
 
     func perform(_ action: SessionAction) {
@@ -67,12 +114,9 @@ extension ClientSession: ServerLinkDelegate {
         case let .writeClient(bytes):
             client.write(bytes)
         case let .openLink(index):
-            let link = makeLink(index)
-            link.delegate = self
-            serverLinks[index] = link
-            link.connect()
-        case let .closeLink(index, terminate):
-            serverLinks.removeValue(forKey: index)?.close(sendTerminate: terminate)
+            worker.pools.acquire(for: self, backend: index)
+        case let .closeLink(index, _):
+            if let link = serverLinks.removeValue(forKey: index) { worker.pools.release(link, reusable: true) }
         case let .sendToLink(index, bytes):
             serverLinks[index]?.send(bytes)
         case let .expect(index, expectation):

@@ -293,10 +293,15 @@ final class ClientSession: StreamDelegate {
 
     func finish() {
         guard phase != .finished else { return }
+        let wasRelaying = phase == .relaying
         phase = .finished
         client.delegate = nil
         client.shutdownAndClose()
-        for (_, link) in serverLinks { link.close() }
+        worker.pools.cancelWaits(for: self)
+        // Connections the client left idle go back to their pools (reset there); any other closes.
+        for (index, link) in serverLinks {
+            worker.pools.release(link, reusable: wasRelaying && !isAdmin && machine.isReleasable(index))
+        }
         serverLinks.removeAll()
         firstLogin = nil
         cancelKey.setRunning(false)

@@ -167,6 +167,14 @@ struct SessionMachine {
             && requests.pending.isEmpty && links.indices.allSatisfy(isIdle)
     }
 
+    /// The client has nothing running or open on this server (requests the proxy made itself,
+    /// such as an LSN capture, may still be answering): its connection can serve someone else
+    /// once those are done.
+    func isReleasable(_ link: Int) -> Bool {
+        guard let state = links.at(link) else { return true }
+        return state.phase == .ready && state.status == .idle && !ledger.hasWork(on: link) && boundLink != link
+    }
+
     /// Nothing is asked of this server and nothing of the session's is open there.
     func isIdle(_ link: Int) -> Bool {
         guard let state = links.at(link) else { return true }

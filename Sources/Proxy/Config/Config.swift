@@ -112,6 +112,8 @@ public struct ProxySettings: Sendable, Equatable {
     /// `max_client_conn`
     public var maxClientConnections: Int
     public var logLevel: LogLevel
+    /// Server connections: pool sizes, limits and timeouts (PgBouncer's names).
+    public var pools: PoolSettings
 
     public init(
         listen: ListenAddress = ListenAddress(host: "127.0.0.1", port: 6432),
@@ -122,7 +124,8 @@ public struct ProxySettings: Sendable, Equatable {
         metricsListen: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 9930),
         authType: AuthType = .scramSHA256,
         maxClientConnections: Int = 1000,
-        logLevel: LogLevel = .info
+        logLevel: LogLevel = .info,
+        pools: PoolSettings = PoolSettings()
     ) {
         self.listen = listen
         self.workers = workers
@@ -133,7 +136,44 @@ public struct ProxySettings: Sendable, Equatable {
         self.authType = authType
         self.maxClientConnections = maxClientConnections
         self.logLevel = logLevel
+        self.pools = pools
     }
+}
+
+/// The `[proxy]` pool settings. Sizes count server connections per pool, a pool being one
+/// (backend, user, database); limits hold for the whole proxy, whatever the number of workers.
+/// Times are in seconds; 0 turns a timeout off.
+public struct PoolSettings: Sendable, Equatable {
+    /// `default_pool_size`: server connections per pool.
+    public var defaultPoolSize: Int = 20
+    /// `reserve_pool_size`: extra connections a pool may open for clients that waited
+    /// `reserve_pool_timeout` seconds.
+    public var reservePoolSize: Int = 0
+    public var reservePoolTimeout: Double = 5
+    /// `max_db_connections` / `max_user_connections`: per backend, over all pools of a database
+    /// or a user (0: no limit).
+    public var maxDBConnections: Int = 0
+    public var maxUserConnections: Int = 0
+    /// `server_idle_timeout`: an unused pooled connection closes after this long.
+    public var serverIdleTimeout: Double = 600
+    /// `server_lifetime`: a connection this old closes when it is next released.
+    public var serverLifetime: Double = 3600
+    /// `server_connect_timeout`: connecting and logging in to a server must not take longer.
+    public var serverConnectTimeout: Double = 15
+    /// `query_wait_timeout`: how long a client may wait for a connection of a full pool.
+    public var queryWaitTimeout: Double = 120
+    /// `server_reset_query`: run on a connection before another client gets it ("" for none).
+    public var serverResetQuery: String = "DISCARD ALL"
+
+    public init() {}
+}
+
+/// What one pool may hold, after per-user and per-database overrides.
+public struct PoolLimits: Sendable, Equatable {
+    public var poolSize: Int
+    public var reservePoolSize: Int
+    public var maxDBConnections: Int
+    public var maxUserConnections: Int
 }
 
 /// `[routing]`
@@ -209,14 +249,19 @@ public struct UserConfig: Sendable, Equatable {
     public var authType: AuthType?
     /// Per-user default of `routing.consistency`.
     public var consistency: ConsistencyMode?
+    /// Per-user `pool_size` (overrides `default_pool_size`) and `max_user_connections`.
+    public var poolSize: Int?
+    public var maxUserConnections: Int?
 
     public init(name: String, password: String? = nil, scram: ScramVerifier? = nil, authType: AuthType? = nil,
-                consistency: ConsistencyMode? = nil) {
+                consistency: ConsistencyMode? = nil, poolSize: Int? = nil, maxUserConnections: Int? = nil) {
         self.name = name
         self.password = password
         self.scram = scram
         self.authType = authType
         self.consistency = consistency
+        self.poolSize = poolSize
+        self.maxUserConnections = maxUserConnections
     }
 }
 
@@ -224,10 +269,16 @@ public struct UserConfig: Sendable, Equatable {
 public struct DatabaseConfig: Sendable, Equatable {
     public var name: String
     public var consistency: ConsistencyMode?
+    /// Per-database `pool_size` (overrides `default_pool_size`; a user's own setting wins) and
+    /// `max_db_connections`.
+    public var poolSize: Int?
+    public var maxDBConnections: Int?
 
-    public init(name: String, consistency: ConsistencyMode? = nil) {
+    public init(name: String, consistency: ConsistencyMode? = nil, poolSize: Int? = nil, maxDBConnections: Int? = nil) {
         self.name = name
         self.consistency = consistency
+        self.poolSize = poolSize
+        self.maxDBConnections = maxDBConnections
     }
 }
 
@@ -254,6 +305,18 @@ public struct CausewayConfig: Sendable, Equatable {
         self.backends = backends
         self.users = users
         self.databases = databases
+    }
+
+    /// The limits of the pools of `user` on `database`: the user's pool_size, else the
+    /// database's, else default_pool_size; per-user and per-database connection caps likewise.
+    public func poolLimits(user: String, database: String) -> PoolLimits {
+        let userConfig = users.first { $0.name == user }
+        let databaseConfig = databases.first { $0.name == database }
+        let pools = proxy.pools
+        return PoolLimits(poolSize: userConfig?.poolSize ?? databaseConfig?.poolSize ?? pools.defaultPoolSize,
+                          reservePoolSize: pools.reservePoolSize,
+                          maxDBConnections: databaseConfig?.maxDBConnections ?? pools.maxDBConnections,
+                          maxUserConnections: userConfig?.maxUserConnections ?? pools.maxUserConnections)
     }
 
     /// A session's starting consistency: the user's setting, else the database's, else the

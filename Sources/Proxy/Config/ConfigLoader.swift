@@ -52,13 +52,15 @@ struct ConfigLoader {
     static let knownKeys: [String: [String]] = [
         "proxy": [
             "listen", "workers", "pool_mode", "zone", "admin_users", "metrics_listen", "auth_type",
-            "max_client_conn", "log_level",
+            "max_client_conn", "log_level", "default_pool_size", "reserve_pool_size", "reserve_pool_timeout",
+            "max_db_connections", "max_user_connections", "server_idle_timeout", "server_lifetime",
+            "server_connect_timeout", "query_wait_timeout", "server_reset_query",
         ],
         "routing": ["consistency", "max_lag_ms", "max_lag_bytes", "causal_wait_ms", "fallback", "report_lsn"],
         "monitor": ["interval_ms", "user", "password"],
         "backends": ["name", "host", "port", "role", "zone", "weight"],
-        "users": ["name", "password", "scram", "auth_type", "consistency"],
-        "databases": ["name", "consistency"],
+        "users": ["name", "password", "scram", "auth_type", "consistency", "pool_size", "max_user_connections"],
+        "databases": ["name", "consistency", "pool_size", "max_db_connections"],
     ]
 
     static func header(of section: String) -> String {
@@ -196,6 +198,13 @@ struct ConfigLoader {
         s.listen = address(t, "listen", default: d.listen, allowEmpty: false) ?? d.listen
         s.workers = integer(t, "workers", default: d.workers, in: 0...1024, "must be between 0 (one per core) and 1024")
         s.poolMode = choice(t, "pool_mode", default: d.poolMode)
+        if s.poolMode == .transaction, let line = t?["pool_mode"]?.line {
+            // Refused rather than accepted and ignored: clients would be told they share
+            // connections per transaction and would not.
+            report(line: line, key: "proxy.pool_mode",
+                   "\"transaction\" is not available yet (server connections are pooled per session); use \"session\"")
+            s.poolMode = .session
+        }
         s.zone = text(t, "zone", default: d.zone)
         s.adminUsers = textList(t, "admin_users", default: d.adminUsers)
         s.metricsListen = address(t, "metrics_listen", default: d.metricsListen, allowEmpty: true)
@@ -203,10 +212,40 @@ struct ConfigLoader {
         s.maxClientConnections = integer(
             t, "max_client_conn", default: d.maxClientConnections, in: 1...Int.max, "must be at least 1")
         s.logLevel = choice(t, "log_level", default: d.logLevel)
+        s.pools = readPools(t)
         if let t, let metrics = s.metricsListen, metrics == s.listen, let line = t["metrics_listen"]?.line {
             report(line: line, key: "proxy.metrics_listen", "must differ from proxy.listen (both are \(metrics))")
         }
         return s
+    }
+
+    mutating func readPools(_ t: TOMLTable?) -> PoolSettings {
+        let d = PoolSettings()
+        var s = d
+        s.defaultPoolSize = integer(t, "default_pool_size", default: d.defaultPoolSize, in: 1...100_000, "must be at least 1")
+        s.reservePoolSize = integer(t, "reserve_pool_size", default: d.reservePoolSize, in: 0...100_000, "must be 0 or more")
+        s.reservePoolTimeout = seconds(t, "reserve_pool_timeout", default: d.reservePoolTimeout)
+        s.maxDBConnections = integer(t, "max_db_connections", default: d.maxDBConnections, in: 0...Int.max,
+                                     "must be 0 (no limit) or more")
+        s.maxUserConnections = integer(t, "max_user_connections", default: d.maxUserConnections, in: 0...Int.max,
+                                       "must be 0 (no limit) or more")
+        s.serverIdleTimeout = seconds(t, "server_idle_timeout", default: d.serverIdleTimeout)
+        s.serverLifetime = seconds(t, "server_lifetime", default: d.serverLifetime)
+        s.serverConnectTimeout = seconds(t, "server_connect_timeout", default: d.serverConnectTimeout)
+        s.queryWaitTimeout = seconds(t, "query_wait_timeout", default: d.queryWaitTimeout)
+        s.serverResetQuery = optionalString(t, "server_reset_query")?.value ?? d.serverResetQuery
+        return s
+    }
+
+    /// A duration in whole seconds, 0 or more.
+    mutating func seconds(_ t: TOMLTable?, _ key: String, default value: Double) -> Double {
+        Double(integer(t, key, default: Int(value), in: 0...Int(Int32.max), "must be 0 (off) or a number of seconds"))
+    }
+
+    /// An integer that is absent unless set.
+    mutating func optionalInteger(_ t: TOMLTable, _ key: String, in range: ClosedRange<Int>, _ rule: String) -> Int? {
+        guard t[key] != nil else { return nil }
+        return integer(t, key, default: range.lowerBound, in: range, rule)
     }
 
     mutating func readRouting(_ t: TOMLTable?) -> RoutingSettings {
@@ -308,7 +347,10 @@ struct ConfigLoader {
             let scramText = optionalString(t, "scram")
             let authType = optionalChoice(t, "auth_type", AuthType.self)
             let consistency = optionalChoice(t, "consistency", ConsistencyMode.self)
-            var user = UserConfig(name: name?.value ?? "", authType: authType?.value, consistency: consistency?.value)
+            var user = UserConfig(name: name?.value ?? "", authType: authType?.value, consistency: consistency?.value,
+                                  poolSize: optionalInteger(t, "pool_size", in: 1...100_000, "must be at least 1"),
+                                  maxUserConnections: optionalInteger(t, "max_user_connections", in: 0...Int.max,
+                                                                      "must be 0 (no limit) or more"))
             let effective = authType?.value ?? proxy.authType
             let display = name.map { "user \"\($0.value)\"" } ?? "this user"
 
@@ -377,7 +419,10 @@ struct ConfigLoader {
                 }
             }
             let consistency = optionalChoice(t, "consistency", ConsistencyMode.self)
-            databases.append(DatabaseConfig(name: name?.value ?? "", consistency: consistency?.value))
+            databases.append(DatabaseConfig(name: name?.value ?? "", consistency: consistency?.value,
+                                            poolSize: optionalInteger(t, "pool_size", in: 1...100_000, "must be at least 1"),
+                                            maxDBConnections: optionalInteger(t, "max_db_connections", in: 0...Int.max,
+                                                                              "must be 0 (no limit) or more")))
         }
         return databases
     }

@@ -57,10 +57,21 @@ struct ReloadPlan: Equatable {
         note("routing.causal_wait_ms", \.routing.causalWaitMs) { String($0) }
         note("routing.fallback", \.routing.fallback, \.rawValue)
         note("routing.report_lsn", \.routing.reportLSN) { String($0) }
+        // Pool sizes and timeouts apply to the next connection a pool hands out or opens.
+        note("proxy.default_pool_size", \.proxy.pools.defaultPoolSize) { String($0) }
+        note("proxy.reserve_pool_size", \.proxy.pools.reservePoolSize) { String($0) }
+        note("proxy.reserve_pool_timeout", \.proxy.pools.reservePoolTimeout) { "\($0) s" }
+        note("proxy.max_db_connections", \.proxy.pools.maxDBConnections) { String($0) }
+        note("proxy.max_user_connections", \.proxy.pools.maxUserConnections) { String($0) }
+        note("proxy.server_idle_timeout", \.proxy.pools.serverIdleTimeout) { "\($0) s" }
+        note("proxy.server_lifetime", \.proxy.pools.serverLifetime) { "\($0) s" }
+        note("proxy.server_connect_timeout", \.proxy.pools.serverConnectTimeout) { "\($0) s" }
+        note("proxy.query_wait_timeout", \.proxy.pools.queryWaitTimeout) { "\($0) s" }
+        note("proxy.server_reset_query", \.proxy.pools.serverResetQuery) { $0 }
         userChanges(current.users, new.users, into: &changes)
         if current.databases != new.databases {
             changes.append(ReloadChange(kind: .setting, subject: "databases",
-                                        detail: "per-database consistency changed (applies to new sessions)"))
+                                        detail: "per-database settings changed (consistency applies to new sessions, pool limits to the next connection)"))
         }
 
         var keptIndexes: [Int?] = []

@@ -47,6 +47,8 @@ public final class ProxyRuntime: Sendable {
     private let mockSaltKey = Crypto.randomBytes(32)
     let cancels = CancelRegistry()
     let greetings = GreetingCache()
+    /// Every pool's connection counts, shared by the workers (limits hold proxy-wide).
+    let pools = PoolRegistry()
     let counters = ProxyCounters()
     public let stats: ProxyStats
     /// When the process started, for uptime figures.

@@ -65,6 +65,8 @@ final class Worker {
     /// Salted-password derivations for server logins, keyed by password+salt+iterations:
     /// PBKDF2 is deliberately slow and a server's salt never changes.
     private var derivedKeys: [String: (ScramKeys, [UInt8])] = [:]
+    /// Server connections no session holds, and sessions waiting for a full pool.
+    private(set) lazy var pools = ServerPool(worker: self, registry: runtime.pools)
     /// Query-text classifications; the Router's work is cached per worker.
     let classifications = ClassificationCache()
     /// Sessions of this worker reading from each backend, for spreading them over replicas.
@@ -160,7 +162,8 @@ final class Worker {
 
     private var maintenanceTimer: UnsafeMutablePointer<uv_timer_t>?
 
-    /// Every 100 ms: sessions let go of server connections to draining or removed backends.
+    /// Every 100 ms: pool upkeep; sessions let go of server connections to draining or removed
+    /// backends.
     fileprivate func maintain() {
         if runtime.killPending.load(ordering: .relaxed) {
             for session in Array(sessions.values) where runtime.takeKillRequest(session.id) {
@@ -168,6 +171,7 @@ final class Worker {
                 session.kill()
             }
         }
+        pools.maintain()
         let topology = self.topology
         let settings = self.settings
         guard topology.backends.contains(where: { $0.draining }) || settings.hasRemovedConnections else { return }
@@ -300,6 +304,7 @@ final class Worker {
 
     private func closeHandles() {
         stopListening()
+        pools.closeAll()
         if let async {
             self.async = nil
             control.detach()

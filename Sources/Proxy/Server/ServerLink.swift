@@ -53,8 +53,13 @@ final class ServerLink: StreamDelegate {
     private var spareEvents: [ResponseStream.Event] = []
 
     /// The pid the session's client knows (notifications from this server carry it).
-    private let clientProcessID: Int32
+    private var clientProcessID: Int32
     private var registeredServerProcess = false
+    /// The pool this connection belongs to (set when a session opens it in a pool's slot).
+    var poolKey: ServerPool.Key?
+    /// When it was opened, and when it was last parked idle in its pool (monotonic nanoseconds).
+    let openedAt: UInt64
+    var parkedAt: UInt64 = 0
 
     init(worker: Worker, backend: ResolvedBackend, index: Int, login: ServerLogin, startupParameters: [(String, String)],
          clientProcessID: Int32) {
@@ -65,7 +70,38 @@ final class ServerLink: StreamDelegate {
         self.login = login
         self.startupParameters = startupParameters
         stream = Stream(loop: worker.loop, chunks: worker.chunks)
+        openedAt = worker.now
         stream.delegate = self
+    }
+
+    /// A pooled connection goes to another client: notifications now carry that client's pid.
+    func attach(clientProcessID: Int32) {
+        self.clientProcessID = clientProcessID
+        guard phase == .ready else { return }
+        if registeredServerProcess {
+            worker.runtime.cancels.forgetServerProcess(backend: backendIndex, serverPID: greeting.processID)
+        }
+        worker.runtime.cancels.noteServerProcess(backend: backendIndex, serverPID: greeting.processID,
+                                                 clientProcessID: clientProcessID)
+        registeredServerProcess = true
+    }
+
+    /// Back in its pool: no client's notifications.
+    func detachClient() {
+        guard registeredServerProcess else { return }
+        registeredServerProcess = false
+        worker.runtime.cancels.forgetServerProcess(backend: backendIndex, serverPID: greeting.processID)
+    }
+
+    /// Gives up on the connection (a login past server_connect_timeout): it fails with `error`.
+    func abandon(_ error: ErrorFields) {
+        fail(error, duringLogin: phase != .ready)
+    }
+
+    /// No client request is unanswered and no transaction is open; requests the proxy made
+    /// itself may still be answering (their responses are swallowed whoever holds the link).
+    var isReusable: Bool {
+        phase == .ready && outstanding == 0 && responses.isAtBoundary && !copyInActive && transactionStatus == .idle
     }
 
     var isIdle: Bool { phase == .ready && outstanding == 0 && !responses.hasExpectations && responses.isAtBoundary && !copyInActive }
@@ -129,6 +165,7 @@ final class ServerLink: StreamDelegate {
             stream.write(FrontendMessage.terminate.encoded())
         }
         stream.shutdownAndClose()
+        if poolKey != nil { worker.pools.linkClosed(self) }
     }
 
     private func connectError(_ status: Int32) -> ErrorFields {
@@ -213,6 +250,7 @@ final class ServerLink: StreamDelegate {
                 worker.runtime.cancels.noteServerProcess(backend: backendIndex, serverPID: greeting.processID,
                                                          clientProcessID: clientProcessID)
                 registeredServerProcess = true
+                if poolKey != nil { worker.pools.linkLoggedIn(self) }
                 let leftover = decoder.takeRemainder()
                 delegate?.linkReady(self, greeting: greeting)
                 if !leftover.isEmpty, phase == .ready {
