@@ -55,11 +55,18 @@ struct PoolRegistryTests {
         #expect((counts.active, counts.idle) == (0, 1))
     }
 
-    @Test func waitsAreCountedUntilTheyEnd() {
+    @Test func waitsAreCountedUntilTheyEndAndThenLandInTheHistogram() {
         registry.waitStarted(app, at: 10)
         registry.waitStarted(app, at: 20)
-        registry.waitEnded(app, startedAt: 10)
-        #expect(registry.snapshot()[0].counts.waitingSince == [20])
+        registry.waitEnded(app, startedAt: 10, now: 10 + 2_000_000)  // 2 ms
+        var counts = registry.snapshot()[0].counts
+        #expect(counts.waitingSince == [20])
+        #expect(counts.waitBuckets[1] == 1)  // ≤ 5 ms
+        registry.waitEnded(app, startedAt: 20, now: 20 + 200_000_000_000, timedOut: true)  // 200 s
+        counts = registry.snapshot()[0].counts
+        #expect(counts.waitBuckets.last == 1)
+        #expect(counts.waitTimeouts == 1)
+        #expect(abs(counts.waitSeconds - 200.002) < 0.001)
     }
 
     @Test func aWantedRoomIsClaimedOnce() {

@@ -119,6 +119,23 @@ struct ResponseStreamTests {
         #expect(forwarded == Self.encode([.bindComplete, .readyForQuery(.idle)]))
     }
 
+    @Test func aPooledConnectionsNextClientCountsItsCompletionsFromZero() throws {
+        // A connection served one client (three Parse messages), went back to its pool and now
+        // serves another, whose session counts its own Parse messages from zero. The injection
+        // behind the new client's first Parse swallows the injected completion, not the client's.
+        var stream = ResponseStream()
+        stream.noteClientMessages(completions: 3, readies: 1)
+        let earlier = Self.encode([.parseComplete, .parseComplete, .parseComplete, .readyForQuery(.idle)])
+        _ = try Self.run(earlier, chunk: earlier.count, stream: stream, keep: &stream)
+        stream.startOverClientCounts()
+        stream.noteClientMessages(completions: 1, readies: 0)
+        stream.expect(.injectedCompletions(count: 1, afterClientCompletions: 1))
+        stream.noteClientMessages(completions: 0, readies: 1)
+        let bytes = Self.encode([.parseComplete, .bindComplete, .parseComplete, .bindComplete, .readyForQuery(.idle)])
+        let (forwarded, _) = try Self.run(bytes, chunk: 1, stream: stream)
+        #expect(forwarded == Self.encode([.parseComplete, .bindComplete, .bindComplete, .readyForQuery(.idle)]))
+    }
+
     @Test func aBatchEndedByTheProxyForwardsItsResponsesButNotItsReadyForQuery() throws {
         // Parse/Describe + Flush from the client, then a Sync the proxy added: the client asked for
         // the ParseComplete and descriptions, not for a ReadyForQuery.

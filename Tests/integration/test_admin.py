@@ -140,7 +140,9 @@ def parse_metrics(text):
             continue
         match = SAMPLE.match(line)
         assert match, f"not Prometheus text: {line!r}"
-        assert match.group(1) == declared[-1], f"sample {line!r} outside its family"
+        family = declared[-1]
+        assert match.group(1) in (family, family + "_bucket", family + "_sum", family + "_count"), \
+            f"sample {line!r} outside its family"
         samples[(match.group(1), match.group(3) or "")] = float(match.group(5))
     return samples
 

@@ -244,3 +244,69 @@ def test_a_server_that_accepts_but_never_answers_is_given_up_after_server_connec
         assert "within server_connect_timeout" in proxy.log()
     finally:
         silent.close()
+
+
+def test_metrics_show_each_pools_connections_waits_and_timeouts(make_proxy, cluster):
+    from conftest import HOST, free_port
+    from test_admin import fetch, parse_metrics
+    port = free_port()
+    proxy = make_proxy(default_pool_size=1, query_wait_timeout=1, workers=1, metrics_listen=f"{HOST}:{port}")
+    name = unique("metered")
+    holder = proxy.connect(application_name=name)
+    try:
+        holder.execute("begin")
+        holder.execute(PRIMARY + "select 1")
+        with proxy.connect(application_name=name) as second:
+            with pytest.raises(psycopg.errors.TooManyConnections):
+                second.execute(PRIMARY + "select 1")
+        status, text = fetch(port, "/metrics")
+        assert status == 200
+        samples = parse_metrics(text)
+        labels = 'backend="primary",database="app",user="app"'
+        assert samples[("causeway_pool_server_connections", labels + ',state="active"')] == 1
+        assert samples[("causeway_pool_wait_timeouts_total", labels)] == 1
+        assert samples[("causeway_pool_wait_seconds_count", labels)] == 1
+        assert samples[("causeway_pool_wait_seconds_bucket", labels + ',le="0.5"')] == 0
+        assert samples[("causeway_pool_wait_seconds_bucket", labels + ',le="5.0"')] == 1
+        assert samples[("causeway_pool_wait_seconds_sum", labels)] >= 0.9
+    finally:
+        holder.close()
+
+
+def test_a_pooled_replica_connection_keeps_a_mid_batch_injection_apart_from_the_clients_responses(make_proxy, cluster):
+    """A replica connection that served another client's extended-protocol statements is pooled and
+    handed to a new session, which then needs a statement prepared there in the middle of a batch:
+    the new client still gets each of its own responses (its counts start from zero)."""
+    import struct
+    from conftest import message
+
+    def parse(name, sql):
+        return message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))
+
+    def bind(portal, statement):
+        return message(b"B", portal.encode() + b"\0" + statement.encode() + b"\0" + struct.pack("!hhh", 0, 0, 0))
+
+    def execute(portal):
+        return message(b"E", portal.encode() + b"\0" + struct.pack("!i", 0))
+
+    sync = message(b"S")
+    proxy = make_proxy(workers=1)
+    with proxy.wire() as w:
+        w.login()
+        # Three Parse messages on a replica connection, which then goes back to its pool.
+        w.send(parse("a", "select 1") + parse("b", "select 2") + parse("c", "select 3") + sync)
+        assert [w.read_message()[0] for _ in range(4)] == [b"1", b"1", b"1", b"Z"]
+    with proxy.wire() as w:
+        w.login()
+        w.send(parse("on_primary", "/* causeway: primary */ select 2") + sync)
+        assert w.read_message()[0] == b"1" and w.read_message()[0] == b"Z"
+        w.send(parse("", "select inet_server_port()") + bind("", "") + execute(""))
+        time.sleep(0.3)
+        w.send(bind("p2", "on_primary") + execute("p2") + sync)
+        types = []
+        while True:
+            type_, _ = w.read_message()
+            types.append(type_)
+            if type_ in (b"Z", b"E"):
+                break
+        assert types == [b"1", b"2", b"D", b"C", b"2", b"D", b"C", b"Z"], types

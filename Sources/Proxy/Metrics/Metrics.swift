@@ -45,6 +45,39 @@ enum MetricsText {
         for (_, slot) in shown {
             sample("causeway_backend_sessions", [("backend", slot.name)], String(slot.counters.sessions.load(ordering: .relaxed)))
         }
+        let pools = runtime.pools.snapshot().compactMap { entry -> ([(String, String)], PoolRegistry.Counts)? in
+            guard settings.slots.indices.contains(entry.key.backend) else { return nil }
+            return ([("backend", settings.slots[entry.key.backend].name), ("database", entry.key.database),
+                     ("user", entry.key.user)], entry.counts)
+        }
+        family("causeway_pool_server_connections", "gauge",
+               "Server connections of each pool (backend, database, user) by state: active (a client holds it), idle, reset (being reset for the next client), login.")
+        for (labels, counts) in pools {
+            for (state, value) in [("active", counts.active), ("idle", counts.idle), ("reset", counts.resetting),
+                                   ("login", counts.loggingIn)] {
+                sample("causeway_pool_server_connections", labels + [("state", state)], String(value))
+            }
+        }
+        family("causeway_pool_clients_waiting", "gauge", "Clients waiting for a connection of a full pool.")
+        for (labels, counts) in pools {
+            sample("causeway_pool_clients_waiting", labels, String(counts.waitingSince.count))
+        }
+        family("causeway_pool_wait_seconds", "histogram", "How long clients waited for a connection of a full pool.")
+        for (labels, counts) in pools {
+            var cumulative = 0
+            for (position, bound) in PoolRegistry.waitBounds.enumerated() {
+                cumulative += counts.waitBuckets[position]
+                sample("causeway_pool_wait_seconds_bucket", labels + [("le", String(bound))], String(cumulative))
+            }
+            cumulative += counts.waitBuckets[PoolRegistry.waitBounds.count]
+            sample("causeway_pool_wait_seconds_bucket", labels + [("le", "+Inf")], String(cumulative))
+            sample("causeway_pool_wait_seconds_sum", labels, String(counts.waitSeconds))
+            sample("causeway_pool_wait_seconds_count", labels, String(cumulative))
+        }
+        family("causeway_pool_wait_timeouts_total", "counter", "Waits that ended in query_wait_timeout (SQLSTATE 53300).")
+        for (labels, counts) in pools {
+            sample("causeway_pool_wait_timeouts_total", labels, String(counts.waitTimeouts))
+        }
         family("causeway_queries_total", "counter", "Request units sent, by backend and kind.")
         for (_, slot) in shown {
             sample("causeway_queries_total", [("backend", slot.name), ("kind", "read")], String(slot.counters.reads.load(ordering: .relaxed)))

@@ -20,9 +20,17 @@ final class PoolRegistry: Sendable {
         var idle = 0
         /// When each waiting client started waiting (monotonic nanoseconds).
         var waitingSince: [UInt64] = []
+        /// Finished waits: how many ended in each of `waitBounds` (the last: beyond them), their
+        /// total in seconds, and how many ended in query_wait_timeout.
+        var waitBuckets = [Int](repeating: 0, count: PoolRegistry.waitBounds.count + 1)
+        var waitSeconds = 0.0
+        var waitTimeouts = 0
 
         var active: Int { open - loggingIn - resetting - idle }
     }
+
+    /// Upper bounds (seconds) of the wait-time histogram's buckets.
+    static let waitBounds: [Double] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120]
 
     private let pools = Mutex<[Key: Counts]>([:])
     /// Pools a client waits for while some worker may hold idle connections of them (opened
@@ -66,10 +74,16 @@ final class PoolRegistry: Sendable {
         pools.withLock { $0[key, default: Counts()].waitingSince.append(now) }
     }
 
-    func waitEnded(_ key: Key, startedAt: UInt64) {
+    /// A wait is over (`now`: when, for the histogram; `timedOut`: it ended in an error).
+    func waitEnded(_ key: Key, startedAt: UInt64, now: UInt64, timedOut: Bool = false) {
         pools.withLock { pools in
             guard let position = pools[key]?.waitingSince.firstIndex(of: startedAt) else { return }
             pools[key]!.waitingSince.remove(at: position)
+            let seconds = Double(now &- startedAt) / 1e9
+            let bucket = Self.waitBounds.firstIndex { seconds <= $0 } ?? Self.waitBounds.count
+            pools[key]!.waitBuckets[bucket] += 1
+            pools[key]!.waitSeconds += seconds
+            if timedOut { pools[key]!.waitTimeouts += 1 }
         }
     }
 

@@ -118,9 +118,10 @@ final class ServerPool: ServerLinkDelegate {
 
     /// A session ended while it waited.
     func cancelWaits(for session: ClientSession) {
+        let now = worker.now
         waiters.removeAll { waiter in
             guard waiter.session === session else { return false }
-            registry.waitEnded(waiter.key.registry, startedAt: waiter.since)
+            registry.waitEnded(waiter.key.registry, startedAt: waiter.since, now: now)
             return true
         }
     }
@@ -162,7 +163,7 @@ final class ServerPool: ServerLinkDelegate {
         if let position = waiters.firstIndex(where: { $0.key == key }) {
             // Straight to the client that waited longest for this kind of connection.
             let waiter = waiters.remove(at: position)
-            registry.waitEnded(key.registry, startedAt: waiter.since)
+            registry.waitEnded(key.registry, startedAt: waiter.since, now: worker.now)
             hand(link, to: waiter.session, backend: waiter.backend)
             return
         }
@@ -206,16 +207,16 @@ final class ServerPool: ServerLinkDelegate {
             let waited = now &- waiter.since
             if let link = takeIdle(waiter.key) {
                 waiters.remove(at: position)
-                registry.waitEnded(waiter.key.registry, startedAt: waiter.since)
+                registry.waitEnded(waiter.key.registry, startedAt: waiter.since, now: now)
                 hand(link, to: waiter.session, backend: waiter.backend)
             } else if registry.reserve(waiter.key.registry, limits: limits(waiter.key),
                                        reserve: waited >= Self.nanos(settings.reservePoolTimeout)) || makeRoom(for: waiter.key) {
                 waiters.remove(at: position)
-                registry.waitEnded(waiter.key.registry, startedAt: waiter.since)
+                registry.waitEnded(waiter.key.registry, startedAt: waiter.since, now: now)
                 waiter.session.poolMayOpen(backend: waiter.backend, key: waiter.key)
             } else if settings.queryWaitTimeout > 0 && waited >= Self.nanos(settings.queryWaitTimeout) {
                 waiters.remove(at: position)
-                registry.waitEnded(waiter.key.registry, startedAt: waiter.since)
+                registry.waitEnded(waiter.key.registry, startedAt: waiter.since, now: now, timedOut: true)
                 let limits = self.limits(waiter.key)
                 let name = worker.settings.slots[waiter.backend].name
                 worker.log.warn("pool_wait_timeout", ["session": waiter.session.id, "backend": name,

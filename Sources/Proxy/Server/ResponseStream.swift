@@ -82,6 +82,15 @@ struct ResponseStream {
         for _ in 0..<readies { completionsAtReady.append(clientCompletionsSent) }
     }
 
+    /// The connection changes hands (a pooled connection goes to another client, whose
+    /// session counts its own Parse/Close messages from zero): the counts start over. Only
+    /// while nothing is in flight.
+    mutating func startOverClientCounts() {
+        guard completionsAtReady.isEmpty, !hasExpectations, isAtBoundary else { return }
+        clientCompletionsSent = 0
+        clientCompletionsSeen = 0
+    }
+
     private mutating func readyArrived() {
         guard !completionsAtReady.isEmpty else { return }
         clientCompletionsSeen = max(clientCompletionsSeen, completionsAtReady.removeFirst())

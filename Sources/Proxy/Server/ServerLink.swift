@@ -77,6 +77,8 @@ final class ServerLink: StreamDelegate {
     /// A pooled connection goes to another client: notifications now carry that client's pid.
     func attach(clientProcessID: Int32) {
         self.clientProcessID = clientProcessID
+        // The new client's session counts its Parse/Close messages from zero.
+        responses.startOverClientCounts()
         guard phase == .ready else { return }
         if registeredServerProcess {
             worker.runtime.cancels.forgetServerProcess(backend: backendIndex, serverPID: greeting.processID)
