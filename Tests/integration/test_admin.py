@@ -275,3 +275,30 @@ def test_kill_of_an_unknown_client_is_an_error(proxy):
     _, result = admin(proxy, "KILL 999999", check=False)
     assert result.returncode != 0
     assert "no client with id 999999" in result.stderr
+
+
+def test_show_clients_reports_each_sessions_state_and_what_pins_it(make_proxy):
+    proxy = make_proxy(default_pool_size=4, workers=1)
+    pinned = proxy.connect(application_name="pinned")
+    in_transaction = proxy.connect(application_name="in-transaction")
+    try:
+        pinned.execute("create temp table pinned_here(a int)")
+        pinned.execute("select pg_advisory_lock(77)")
+        pinned_pid = pinned.info.backend_pid
+        in_transaction.execute("begin")
+        in_transaction.execute("select 1")
+        transaction_pid = in_transaction.info.backend_pid
+
+        def clients():
+            rows, _ = admin(proxy, "SHOW CLIENTS")
+            columns = ["id", "user", "database", "client", "worker", "connected_s", "state", "pinned_by"]
+            return {int(row[0]): dict(zip(columns, row)) for row in rows}
+
+        wait_until(lambda: clients()[pinned_pid]["state"] == "idle", timeout=5, message="the pinned session to be idle")
+        shown = clients()
+        assert shown[pinned_pid]["pinned_by"] == "temporaryTable,sessionAdvisoryLock"
+        assert shown[transaction_pid]["state"] == "idle in transaction"
+        assert shown[transaction_pid]["pinned_by"] == ""
+    finally:
+        pinned.close()
+        in_transaction.close()

@@ -20,7 +20,7 @@ struct AdminConsole {
 
     static let help: [(String, String)] = [
         ("SHOW BACKENDS", "every backend: role, state, lag, replay position, catch-up estimate, sessions, server connections, reads, writes"),
-        ("SHOW CLIENTS", "connected client sessions"),
+        ("SHOW CLIENTS", "connected client sessions: state (idle, active, idle in transaction, waiting for what) and what pins them to their server connection"),
         ("SHOW POOLS", "server connection pools per backend, database and user: clients active and waiting, connections active, idle, being reset and logging in, the longest wait"),
         ("SHOW STATS", "routing decisions by reason, retries, clients"),
         ("SHOW CONFIG", "the configuration in force"),
@@ -123,10 +123,11 @@ struct AdminConsole {
     private func clients() -> ResultSet {
         let now = Date().timeIntervalSince1970
         let rows = runtime.stats.clientList().map { client -> [String?] in
-            [String(client.id), client.user, client.database, client.address, String(client.worker),
-             String(format: "%.1f", now - client.connectedAt)]
+            let (state, pins) = ClientState.describe(client.status.code.load(ordering: .relaxed))
+            return [String(client.id), client.user, client.database, client.address, String(client.worker),
+                    String(format: "%.1f", now - client.connectedAt), state, pins.isEmpty ? nil : pins.joined(separator: ",")]
         }
-        return ResultSet(columns: ["id", "user", "database", "client", "worker", "connected_s"], rows: rows)
+        return ResultSet(columns: ["id", "user", "database", "client", "worker", "connected_s", "state", "pinned_by"], rows: rows)
     }
 
     /// PgBouncer's columns, one row per (backend, database, user) pool, plus the backend's role.

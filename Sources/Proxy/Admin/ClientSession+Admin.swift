@@ -16,6 +16,7 @@ extension ClientSession {
             return
         }
         isAdmin = true
+        status.code.store(UInt32(ClientState.idle.rawValue), ordering: .relaxed)
         var writer = ByteWriter(capacity: 256)
         if let saslFinal { BackendMessage.authentication(.saslFinal(saslFinal)).encode(into: &writer) }
         BackendMessage.authentication(.ok).encode(into: &writer)

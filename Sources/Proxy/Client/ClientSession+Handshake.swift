@@ -169,7 +169,8 @@ extension ClientSession {
             // Nothing more is expected from the client until it is told the login succeeded.
             client.stopReading()
             worker.runtime.stats.clientOpened(.init(id: id, user: userName, database: database, address: client.peerAddress(),
-                                                    worker: worker.index, connectedAt: Date().timeIntervalSince1970))
+                                                    worker: worker.index, connectedAt: Date().timeIntervalSince1970,
+                                                    status: status))
             if database == Self.adminDatabase {
                 beginAdminSession()
                 return

@@ -52,6 +52,10 @@ final class ClientSession: StreamDelegate {
     private var performing = false
     private var queuedEvents: [SessionMachine.Event] = []
 
+    /// What SHOW CLIENTS shows of this session, and the code last stored there.
+    let status = ProxyStats.ClientStatus()
+    private var publishedStatus = UInt32(ClientState.loggingIn.rawValue)
+
     /// Responses held back while the machine says so (a replica read that may be retried, a
     /// commit waiting for its token), and where the held ReadyForQuery ends.
     var held: [UInt8] = []
@@ -128,6 +132,7 @@ final class ClientSession: StreamDelegate {
     /// While client input is being cut into messages, this is done once for the whole read.
     private func afterEvents() {
         guard phase == .relaying, !readingInbound else { return }
+        publishStatus()
         updateReading()
         if inputStalled && machine.acceptsClientInput {
             inputStalled = false
@@ -178,7 +183,17 @@ final class ClientSession: StreamDelegate {
                 drainQueuedEvents()
             }
         }
+        publishStatus()
         updateReading()
+    }
+
+    /// Stores the machine's state for SHOW CLIENTS when it changed (a relaxed atomic store).
+    func publishStatus() {
+        guard !isAdmin else { return }
+        let code = machine.statusCode
+        guard code != publishedStatus else { return }
+        publishedStatus = code
+        status.code.store(code, ordering: .relaxed)
     }
 
     /// Reads from the client only while its input can go somewhere; from a server only while

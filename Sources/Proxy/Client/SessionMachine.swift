@@ -175,6 +175,34 @@ struct SessionMachine {
         return state.phase == .ready && state.status == .idle && !ledger.hasWork(on: link) && boundLink != link
     }
 
+    /// What SHOW CLIENTS shows of the session, packed for one relaxed atomic store: the state in
+    /// the low byte (`ClientState`), the pins as bits above it (`PinReason.allCases` order).
+    var statusCode: UInt32 {
+        let state: ClientState
+        if !waiting.isEmpty {
+            switch unitWait {
+            case .forFloor: state = .waitingForReplica
+            case .forResume: state = .waitingForResume
+            case .none: state = links.contains { $0?.phase == .opening } ? .waitingForConnection : .waitingForServers
+            }
+        } else if isRunning {
+            state = .active
+        } else {
+            switch transaction.status {
+            case .idle: state = .idle
+            case .inTransaction: state = .idleInTransaction
+            case .failed: state = .idleInFailedTransaction
+            }
+        }
+        var code = UInt32(state.rawValue)
+        if !pins.isEmpty {
+            for (position, reason) in PinReason.allCases.enumerated() where pins.contains(reason) {
+                code |= 1 << (8 + UInt32(position))
+            }
+        }
+        return code
+    }
+
     /// Nothing is asked of this server and nothing of the session's is open there.
     func isIdle(_ link: Int) -> Bool {
         guard let state = links.at(link) else { return true }
@@ -298,4 +326,34 @@ extension [SessionMachine.LinkState?] {
     /// The backends the session has links to, in ascending order.
     var open: [Int] { indices.filter { self[$0] != nil } }
     var noneOpen: Bool { allSatisfy { $0 == nil } }
+}
+
+/// A session's state as SHOW CLIENTS names it.
+enum ClientState: UInt8, CaseIterable {
+    case idle, active, idleInTransaction, idleInFailedTransaction
+    case waitingForReplica, waitingForResume, waitingForConnection, waitingForServers
+    case loggingIn
+
+    var label: String {
+        switch self {
+        case .idle: "idle"
+        case .active: "active"
+        case .idleInTransaction: "idle in transaction"
+        case .idleInFailedTransaction: "idle in transaction (aborted)"
+        case .waitingForReplica: "waiting for a replica to catch up"
+        case .waitingForResume: "waiting for RESUME"
+        case .waitingForConnection: "waiting for a server connection"
+        case .waitingForServers: "waiting for earlier results"
+        case .loggingIn: "logging in"
+        }
+    }
+
+    /// Decodes `SessionMachine.statusCode`: the state and the pins' names.
+    static func describe(_ code: UInt32) -> (state: String, pins: [String]) {
+        let state = ClientState(rawValue: UInt8(code & 0xff))?.label ?? "unknown"
+        let pins = PinReason.allCases.enumerated().compactMap { position, reason in
+            code & (1 << (8 + UInt32(position))) != 0 ? reason.rawValue : nil
+        }
+        return (state, pins)
+    }
 }

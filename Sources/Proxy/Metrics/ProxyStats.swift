@@ -28,7 +28,8 @@ public final class ProxyStats: Sendable {
         let count = Atomic<Int>(0)
     }
 
-    /// What SHOW CLIENTS lists; written at login and logout only.
+    /// What SHOW CLIENTS lists; written at login and logout only, except the status, which the
+    /// session stores (one relaxed atomic) when its state or pins change.
     struct ClientInfo: Sendable {
         var id: Int32
         var user: String
@@ -36,6 +37,12 @@ public final class ProxyStats: Sendable {
         var address: String
         var worker: Int
         var connectedAt: Double
+        var status: ClientStatus
+    }
+
+    /// A session's packed `SessionMachine.statusCode`.
+    final class ClientStatus: Sendable {
+        let code = Atomic<UInt32>(UInt32(ClientState.loggingIn.rawValue))
     }
 
     init() {

@@ -104,3 +104,42 @@ struct SessionDrainAndEndingTests {
         #expect(session.handle(.killed) == ["fatal 57P01"])
     }
 }
+
+@Suite("Session machine: the state SHOW CLIENTS shows")
+struct SessionStatusTests {
+    private func describe(_ session: SessionHarness) -> (String, [String]) {
+        ClientState.describe(session.machine.statusCode)
+    }
+
+    @Test func theStateFollowsTheSessionThroughAUnitAndATransaction() {
+        var session = SessionHarness(loginLink: 0)
+        #expect(describe(session) == ("idle", []))
+        _ = session.query("BEGIN")
+        #expect(describe(session) == ("active", []))
+        _ = session.ready(0, .inTransaction)
+        #expect(describe(session) == ("idle in transaction", []))
+        _ = session.query("SELECT 1/0")
+        _ = session.ready(0, .failed)
+        #expect(describe(session) == ("idle in transaction (aborted)", []))
+    }
+
+    @Test func waitingSaysWhatFor() {
+        var session = SessionHarness()
+        _ = session.query("SELECT * FROM t")
+        #expect(describe(session).0 == "waiting for a server connection")
+        var paused = SessionHarness(loginLink: 0)
+        paused.env.paused = true
+        _ = paused.query("INSERT INTO t VALUES (1)")
+        #expect(describe(paused).0 == "waiting for RESUME")
+    }
+
+    @Test func pinsAreNamed() {
+        var session = SessionHarness(loginLink: 0)
+        _ = session.query("CREATE TEMP TABLE tmp(a int)")
+        _ = session.ready(0)
+        _ = session.captured(0, "0/3000")
+        _ = session.query("LISTEN channel")
+        _ = session.ready(0)
+        #expect(describe(session) == ("idle", ["temporaryTable", "listen"]))
+    }
+}
