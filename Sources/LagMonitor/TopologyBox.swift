@@ -2,6 +2,7 @@
 // `Topology` swapped under a lock. Reading is a lock plus a copy of a few references.
 
 import Router
+import Synchronization
 
 /// Holds the latest `Topology`. Every published snapshot gets the next generation number and the
 /// current drain flags, so a drain set by an operator is never lost to a snapshot the monitor was
@@ -13,11 +14,18 @@ public final class TopologyBox: Sendable {
     }
 
     private let state: ConditionLocked<State>
+    /// The latest generation, readable without the lock: a reader that holds a snapshot of this
+    /// generation need not take the lock to know it is current.
+    private let latest = Atomic<UInt64>(0)
 
     /// A box holding `initial` as published (its generation is kept).
     public init(_ initial: Topology = Topology(backends: [])) {
         state = ConditionLocked(State(topology: initial))
+        latest.store(initial.generation, ordering: .releasing)
     }
+
+    /// The generation of the latest snapshot, without the lock (one atomic load).
+    public var latestGeneration: UInt64 { latest.load(ordering: .acquiring) }
 
     /// The latest snapshot. Cheap; call it at every routing decision.
     public func current() -> Topology {
@@ -42,6 +50,7 @@ public final class TopologyBox: Sendable {
             next.generation = state.topology.generation &+ 1
             Self.applyDraining(state.draining, to: &next)
             state.topology = next
+            latest.store(next.generation, ordering: .releasing)
         }
     }
 
@@ -56,6 +65,7 @@ public final class TopologyBox: Sendable {
             next.generation = state.topology.generation &+ 1
             Self.applyDraining(state.draining, to: &next)
             state.topology = next
+            latest.store(next.generation, ordering: .releasing)
             return true
         }
     }

@@ -322,8 +322,8 @@ extension ClientSession {
 
     /// Cancel requests from this client go to whichever server runs its queries now.
     func pointCancelKey(at link: ServerLink) {
-        guard cancelKeyTarget != link.backendIndex else { return }
-        cancelKeyTarget = link.backendIndex
+        guard cancelKeyTarget != ObjectIdentifier(link) else { return }
+        cancelKeyTarget = ObjectIdentifier(link)
         cancelKey.point(at: .init(backend: link.backend, processID: link.greeting.processID, secret: link.greeting.secret))
     }
 }

@@ -32,7 +32,9 @@ final class ClientSession: StreamDelegate {
     var clientKey: [UInt8]?
     var saslFinal: [UInt8]?
     var countedAsClient = false
-    var cancelKeyTarget: Int?
+    /// The server connection the client's cancel key points at (by identity: a new connection to
+    /// the same backend has another server process).
+    var cancelKeyTarget: ObjectIdentifier?
     /// The first server login, while it is being settled.
     var firstLogin: FirstLogin?
     lazy var firstLoginObserver = FirstLoginObserver(session: self)

@@ -225,7 +225,8 @@ extension SessionMachine {
                 topology.backends[position].health = .down
             }
         }
-        if topology.primary == nil, !topology.hasMultiplePrimaries, let known = primaryIndex,
+        // (The cached primary first: computing the topology's primary copies backend records.)
+        if env.topologyPrimary == nil, let known = primaryIndex, topology.primary == nil, !topology.hasMultiplePrimaries,
            let position = topology.backends.firstIndex(where: { $0.index == known }),
            topology.backends[position].role == .unknown {
             // The monitor cannot see the cluster yet (or at all), but this session logged in to
@@ -372,7 +373,10 @@ extension SessionMachine {
         }
         boundLink = unit.continuesBatch ? index : nil
         lastLink = index
-        actions.append(.pointCancelKey(index))
+        if cancelKeyLink != index {
+            cancelKeyLink = index
+            actions.append(.pointCancelKey(index))
+        }
         if index != primaryIndex && index != primary {
             adoptReplica(index)
             // Monotonic reads: later reads must see at least what this one sees, which is at
@@ -442,6 +446,7 @@ extension SessionMachine {
     mutating func closeLink(_ index: Int) {
         links.take(index)
         if lastLink == index { lastLink = nil }
+        if cancelKeyLink == index { cancelKeyLink = nil }
         actions.append(.closeLink(index, terminate: true))
     }
 }

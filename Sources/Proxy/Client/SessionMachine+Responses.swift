@@ -42,6 +42,7 @@ extension SessionMachine {
         }
         if boundLink == index { boundLink = nil }
         if lastLink == index { lastLink = nil }
+        if cancelKeyLink == index { cancelKeyLink = nil }
         if deferredCaptureLink == index { deferredCaptureLink = nil }
         if let action = ledger.linkLost(index) {
             // Nothing of this read reached the client yet: run it somewhere else.

@@ -129,6 +129,8 @@ struct SessionMachine {
     var lastReplicaRead: (index: Int, generation: UInt64)?
     /// Backends this session just failed to reach, with when to try them again.
     var avoided: [Int: UInt64] = [:]
+    /// The link the client's cancel requests go to (told to the connection when it changes).
+    var cancelKeyLink: Int?
     /// A graceful shutdown waits for the session to become quiet.
     var shuttingDown = false
     private var publishedRunning = false
@@ -270,6 +272,8 @@ struct SessionMachine {
         if let loginLink {
             links.put(loginLink, LinkState(phase: .ready, status: status))
             if isPrimary { primaryIndex = loginLink }
+            // The login pointed the client's cancel key at this link.
+            cancelKeyLink = loginLink
         }
     }
 

@@ -55,6 +55,8 @@ public final class ProxyRuntime: Sendable {
     let startedAt = Date().timeIntervalSince1970
     let shuttingDown = Atomic<Bool>(false)
     private let topologySource: @Sendable () -> Topology
+    /// The monitor's snapshots (nil without a monitor: the declared topology never changes).
+    private let topologyBox: TopologyBox?
     private let fastPoll: @Sendable () -> Void
 
     /// Measures the cluster; nil when the runtime was built without one (unit tests).
@@ -90,11 +92,13 @@ public final class ProxyRuntime: Sendable {
                 log: { line in log.raw(line) })
             self.monitor = monitor
             let box = monitor.topology
+            topologyBox = box
             topologySource = { box.current() }
             fastPoll = { monitor.pollSoon() }
         } else {
             monitor = nil
             let fixed = Self.declaredTopology(config)
+            topologyBox = nil
             topologySource = { fixed }
             fastPoll = {}
         }
@@ -134,6 +138,9 @@ public final class ProxyRuntime: Sendable {
 
     /// The latest view of the cluster the routing decisions use.
     func topology() -> Topology { topologySource() }
+
+    /// The generation of the latest snapshot, without a lock (0 without a monitor).
+    var topologyGeneration: UInt64 { topologyBox?.latestGeneration ?? 0 }
 
     /// PAUSE: new write transactions wait until RESUME (or their wait times out); reads go on.
     let paused = Atomic<Bool>(false)

@@ -72,7 +72,7 @@ final class Worker {
     /// Sessions of this worker reading from each backend, for spreading them over replicas.
     private(set) var replicaLoad: [Int]
     private var cachedTopology: Topology?
-    private var cachedTopologyAt: UInt64 = .max
+    private var cachedTopologyGeneration: UInt64 = .max
     private var cachedSettings: RuntimeSettings
 
     /// The settings in force. A reload installs a new snapshot; one relaxed load tells whether
@@ -87,9 +87,8 @@ final class Worker {
         return cachedSettings
     }
 
-    /// The cluster snapshot for routing, re-read from the monitor at most once per
-    /// millisecond: the monitor publishes every 100 ms, so this costs no freshness and saves a
-    /// lock and a copy per request.
+    /// The cluster snapshot for routing, re-read from the monitor only when it has published a
+    /// new one (one atomic load tells): no lock and no copy per request, and no staleness.
     var topology: Topology {
         refreshTopology()
         return cachedTopology!
@@ -108,11 +107,11 @@ final class Worker {
     var now: UInt64 { uv_now(loop) &* 1_000_000 }
 
     private func refreshTopology() {
-        let now = uv_now(loop)
-        if now != cachedTopologyAt || cachedTopology == nil {
+        let generation = runtime.topologyGeneration
+        if generation != cachedTopologyGeneration || cachedTopology == nil {
             let topology = runtime.topology()
             cachedTopology = topology
-            cachedTopologyAt = now
+            cachedTopologyGeneration = topology.generation
             if let primary = topology.primary, primary.health != .down, !topology.hasMultiplePrimaries {
                 cachedPrimary = primary.index
             } else {
