@@ -115,7 +115,7 @@ extension ClientSession: ServerLinkDelegate {
             client.write(bytes)
         case let .openLink(index):
             worker.pools.acquire(for: self, backend: index)
-        case let .closeLink(index, _):
+        case let .closeLink(index):
             if let link = serverLinks.removeValue(forKey: index) { worker.pools.release(link, reusable: true) }
         case let .sendToLink(index, bytes):
             serverLinks[index]?.send(bytes)

@@ -8,8 +8,9 @@ enum SessionAction {
     case writeClient([UInt8])
     /// Connect and log in to this backend for the session; `linkReady` or `linkFailed` follows.
     case openLink(Int)
-    /// Close the session's connection to this backend (Terminate first when `terminate`).
-    case closeLink(Int, terminate: Bool)
+    /// The session is done with its connection to this backend: it goes back to its pool (or
+    /// closes, if it cannot serve another client).
+    case closeLink(Int)
     case sendToLink(Int, [UInt8])
     /// The link's response stream must treat the responses to a proxy-made request this way.
     case expect(Int, ResponseStream.Expectation)

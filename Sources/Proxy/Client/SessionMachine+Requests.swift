@@ -447,6 +447,6 @@ extension SessionMachine {
         links.take(index)
         if lastLink == index { lastLink = nil }
         if cancelKeyLink == index { cancelKeyLink = nil }
-        actions.append(.closeLink(index, terminate: true))
+        actions.append(.closeLink(index))
     }
 }

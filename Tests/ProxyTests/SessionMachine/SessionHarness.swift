@@ -121,7 +121,7 @@ struct SessionHarness {
         switch action {
         case let .writeClient(bytes): return "client " + messageTypes(bytes)
         case let .openLink(index): return "open \(index)"
-        case let .closeLink(index, terminate): return "close \(index)" + (terminate ? "" : " quietly")
+        case let .closeLink(index): return "close \(index)"
         case let .sendToLink(index, bytes): return "send \(index) " + messageTypes(bytes)
         case let .expect(index, expectation):
             switch expectation {
