@@ -73,7 +73,10 @@ stop_proxy() {
 # valgrind 3.19 cannot read the DWARF 5 debug information Swift 6 writes: measure a copy without it.
 strip --strip-debug -o "$WORK_DIR/causeway" "$CAUSEWAY"
 
-sandbox() {  # name replicas: a sandbox cluster with pgbench's tables; prints its directory
+# sandbox name replicas variable: a sandbox cluster with pgbench's tables; its directory goes in
+# the variable (not printed: a command substitution's subshell would keep SANDBOXES to itself,
+# and cleanup would leave the cluster running)
+sandbox() {
     local dir
     dir="$(mktemp -d "/tmp/causeway-instructions-$1.XXXXXX")"; rmdir "$dir"
     SANDBOXES+=("$dir")
@@ -82,7 +85,7 @@ sandbox() {  # name replicas: a sandbox cluster with pgbench's tables; prints it
     # shellcheck disable=SC1091
     (source "$dir/sandbox.env"
      PGPASSWORD=secret pgbench -i -q -s 1 "host=127.0.0.1 port=$PRIMARY_PORT user=app dbname=app" >/dev/null 2>&1)
-    echo "$dir"
+    printf -v "$3" '%s' "$dir"
 }
 
 causeway_config() {  # sandbox port: the sandbox's configuration, one worker, on its own port
@@ -151,9 +154,10 @@ measure() {
 }
 
 say "sandboxes up"
-PLAIN="$(sandbox plain 0)"
+PLAIN=""
 REPLICATED=""
-case " $ARMS " in *" causeway-replica "*) REPLICATED="$(sandbox replicated 1)" ;; esac
+sandbox plain 0 PLAIN
+case " $ARMS " in *" causeway-replica "*) sandbox replicated 1 REPLICATED ;; esac
 
 {
     echo "pgbench -S, 1 client; per transaction: (run of $N2 - run of $N1) / $((N2 - N1)); causeway with workers = 1"
