@@ -255,13 +255,15 @@ public enum Router {
             return RouteDecision(target: backends[best].index, isPrimary: false, reason: reason)
         }
 
-        let refusals = backends.compactMap { backend -> (BackendStatus, ReplicaIneligibility)? in
-            guard backend.role == .replica, let why = ineligibility(of: backend, floor: floor, policy: policy) else { return nil }
-            return (backend, why)
+        // Why no replica can serve it, spelled out only for an error message (the common fallback
+        // to the primary needs no text).
+        func explanation() -> String {
+            let refusals = backends.compactMap { backend -> String? in
+                guard backend.role == .replica, let why = ineligibility(of: backend, floor: floor, policy: policy) else { return nil }
+                return "\(backend.name) \(why)"
+            }
+            return refusals.isEmpty ? "no replicas are configured" : refusals.joined(separator: ", ")
         }
-        let explanation = refusals.isEmpty
-            ? "no replicas are configured"
-            : refusals.map { "\($0.0.name) \($0.1)" }.joined(separator: ", ")
 
         if let source {
             // Forced to a replica: a stale one beats none, so only health and draining count.
@@ -272,10 +274,13 @@ public enum Router {
                 return RouteDecision(target: backends[best].index, isPrimary: false, reason: .hint)
             }
             return failure(.noReplica, "08006",
-                           "no replica is available for a query routed to replicas by \(source): \(explanation)", reason: .hint)
+                           "no replica is available for a query routed to replicas by \(source): \(explanation())", reason: .hint)
         }
 
-        let stage = refusals.map(\.1.stage).max()
+        var stage: Int?
+        for backend in backends where backend.role == .replica {
+            if let why = ineligibility(of: backend, floor: floor, policy: policy) { stage = max(stage ?? why.stage, why.stage) }
+        }
         let fallbackReason: RouteReason = switch stage {
         case nil: .noReplica
         case 3: .floor
@@ -288,12 +293,12 @@ public enum Router {
 
         switch policy.fallback {
         case .error:
-            return failure(.noReplica, "08006", "no replica can serve this read (fallback = error): \(explanation)",
+            return failure(.noReplica, "08006", "no replica can serve this read (fallback = error): \(explanation())",
                            reason: fallbackReason)
         case .wait, .primary:
             var decision = primary(fallbackReason, topology, forWrite: false)
             if let error = decision.error {
-                decision.error?.message = error.message + "; and no replica can serve this read: \(explanation)"
+                decision.error?.message = error.message + "; and no replica can serve this read: \(explanation())"
             }
             decision.shouldWait = catchingUp
                 && (policy.fallback == .wait || (fallbackReason == .floor && policy.causalWaitMs > 0))
@@ -350,6 +355,18 @@ public enum Router {
     // MARK: - Primary
 
     private static func primary(_ reason: RouteReason, _ topology: Topology, forWrite: Bool) -> RouteDecision {
+        // The common case in one pass over the backends, without copying their records: exactly
+        // one live backend reports being primary.
+        var live: Int?
+        var liveCount = 0
+        for position in topology.backends.indices
+        where topology.backends[position].role == .primary && topology.backends[position].health != .down {
+            liveCount += 1
+            if live == nil { live = position }
+        }
+        if liveCount == 1, !topology.multiplePrimaries, let live {
+            return RouteDecision(target: topology.backends[live].index, isPrimary: true, reason: reason)
+        }
         if topology.hasMultiplePrimaries {
             let names = topology.backends.filter { $0.role == .primary && $0.health != .down }.map(\.name)
             let listed = names.count > 1 ? " (\(names.joined(separator: ", ")))" : ""
