@@ -18,7 +18,7 @@ extension ClientSession: ServerLinkDelegate {
     func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?,
               withheld: [UInt8]?) -> Bool {
         guard phase == .relaying else { return false }
-        let holding = machine.holdingLink == link.backendIndex
+        let holding = machine.view.holdingLink == link.backendIndex
         if let withheld {
             if holding { held += withheld } else { client.write(withheld) }
         }

@@ -136,7 +136,7 @@ final class ClientSession: StreamDelegate {
         guard phase == .relaying, !readingInbound else { return }
         publishStatus()
         updateReading()
-        if inputStalled && machine.acceptsClientInput {
+        if inputStalled && machine.view.acceptsClientInput {
             inputStalled = false
             processInbound()
         }
@@ -148,7 +148,7 @@ final class ClientSession: StreamDelegate {
         readingInbound = true
         defer { readingInbound = false }
         while phase == .relaying {
-            guard isAdmin || machine.acceptsClientInput else {
+            guard isAdmin || machine.view.acceptsClientInput else {
                 inputStalled = true
                 break
             }
@@ -192,7 +192,7 @@ final class ClientSession: StreamDelegate {
     /// Stores the machine's state for SHOW CLIENTS when it changed (a relaxed atomic store).
     func publishStatus() {
         guard !isAdmin else { return }
-        let code = machine.statusCode
+        let code = machine.view.statusCode
         guard code != publishedStatus else { return }
         publishedStatus = code
         status.code.store(code, ordering: .relaxed)
@@ -204,12 +204,12 @@ final class ClientSession: StreamDelegate {
     func updateReading() {
         guard phase == .relaying else { return }
         let linksCongested = serverLinks.contains { $0.value.stream.isAboveHighWater }
-        if !(isAdmin || machine.acceptsClientInput) || linksCongested {
+        if !(isAdmin || machine.view.acceptsClientInput) || linksCongested {
             client.stopReading()
         } else {
             client.startReading()
         }
-        let head = machine.headLink
+        let head = machine.view.headLink
         let clientCongested = client.isAboveHighWater
         for (index, link) in serverLinks where link.phase == .ready {
             if !clientCongested && (head == nil || head == index) {
@@ -259,9 +259,9 @@ final class ClientSession: StreamDelegate {
     /// Called by the worker every few milliseconds while this session waits (for a replica to
     /// catch up, or for RESUME). Returns true when it no longer needs waking.
     func topologyChanged() -> Bool {
-        guard phase == .relaying, machine.needsTopologyWake else { return true }
+        guard phase == .relaying, machine.view.needsTopologyWake else { return true }
         feed(.topologyChanged)
-        return !machine.needsTopologyWake
+        return !machine.view.needsTopologyWake
     }
 
     /// DRAIN or a reload removed backends: the machine lets go of links to them.

@@ -134,6 +134,18 @@ struct SessionMachine {
     /// A graceful shutdown waits for the session to become quiet.
     var shuttingDown = false
     private var publishedRunning = false
+    /// What the connection asks after each event, kept as plain stored values: reading a
+    /// computed property of a struct stored in a class can copy the whole struct.
+    struct View {
+        var holdingLink: Int?
+        var headLink: Int?
+        var acceptsClientInput = false
+        var needsTopologyWake = false
+        var statusCode = UInt32(ClientState.loggingIn.rawValue)
+    }
+
+    /// As of the end of the last event.
+    var view = View()
     /// What the events so far produced, in order; the connection performs and clears them.
     var actions: [SessionAction] = []
 
@@ -252,12 +264,15 @@ struct SessionMachine {
         publishRunning()
     }
 
-    /// Tells the connection when the client's work starts or stops being on a server.
+    /// At the end of every event: tells the connection when the client's work starts or stops
+    /// being on a server, and refreshes `view`.
     mutating func publishRunning() {
         if phase == .relaying && publishedRunning != isRunning {
             publishedRunning = isRunning
             actions.append(.setRunning(publishedRunning))
         }
+        view = View(holdingLink: ledger.holding.link, headLink: ledger.headLink, acceptsClientInput: acceptsClientInput,
+                    needsTopologyWake: needsTopologyWake, statusCode: statusCode)
     }
 
     private mutating func greeted(status: BackendMessage.TransactionStatus, parameters: [(String, String)],
