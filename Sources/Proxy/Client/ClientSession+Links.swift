@@ -86,8 +86,8 @@ extension ClientSession: ServerLinkDelegate {
     /// A slot in the pool: open a new connection to `backend`.
     func poolMayOpen(backend: Int, key: ServerPool.Key) {
         guard phase == .relaying || phase == .connecting else {
-            // Nobody needs it any more: give the slot back.
-            worker.runtime.pools.adjust(key.registry, open: -1, loggingIn: -1)
+            // Nobody needs it any more.
+            worker.pools.returnSlot(key)
             return
         }
         let link = makeLink(backend)
@@ -174,27 +174,4 @@ extension ClientSession: ServerLinkDelegate {
             finish()
         }
     }
-}
-
-/// The worker's side of what a session's machine may know.
-struct WorkerSessionEnvironment: SessionEnvironment {
-    /// Unowned and unsafe: made for one event at a time by a session of this worker, which
-    /// outlives it; no reference counting on the request path.
-    unowned(unsafe) let worker: Worker
-
-    var now: UInt64 { worker.now }
-    var topology: Topology { worker.topology }
-    var topologyPrimary: Int? { worker.topologyPrimary }
-    var policy: RoutingPolicy { worker.settings.policy }
-    var replicaLoad: [Int] { worker.replicaLoad }
-    var paused: Bool { worker.runtime.paused.load(ordering: .relaxed) }
-    var pauseTimeoutNanos: UInt64 { worker.runtime.pauseTimeoutNanos.load(ordering: .relaxed) }
-    var reportLSN: Bool { worker.settings.reportLSN }
-    func isRemoved(_ backend: Int) -> Bool { worker.settings.isRemoved(backend) }
-    func drainExpired(_ backend: Int) -> Bool { worker.runtime.drainExpired(backend) }
-    func classify(_ text: String) -> Classification {
-        worker.classifications.classify(text, volatileFunctions: worker.topology.volatileFunctions)
-    }
-    func backendName(_ backend: Int) -> String { worker.settings.slots[backend].backend.config.name }
-    func backendLabel(_ backend: Int) -> String { worker.settings.slots[backend].backend.label }
 }

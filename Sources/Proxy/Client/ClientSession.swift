@@ -19,7 +19,6 @@ final class ClientSession: StreamDelegate {
     let client: Stream
     var phase = Phase.startup
     let log: Log
-    let openedAt = cw_monotonic_nanos()
 
     // Handshake
     /// Handshake messages are small; PostgreSQL caps them at 64 KiB too, so an unauthenticated
@@ -84,28 +83,27 @@ final class ClientSession: StreamDelegate {
     /// actions are performed (a link that fails as it is opened) queue behind, so the machine
     /// sees them one at a time.
     func feed(_ event: SessionMachine.Event) {
+        deliver(event) { $0.handle(event, environment) }
+    }
+
+    /// Runs `handler` — the machine's handler of `event`, called directly on the request and
+    /// response paths so the common events are not wrapped in an Event — and performs what it
+    /// decided; while actions are being performed, `event` queues instead.
+    private func deliver(_ event: @autoclosure () -> SessionMachine.Event, _ handler: (inout SessionMachine) -> Void) {
         if performing {
-            queuedEvents.append(event)
+            queuedEvents.append(event())
             return
         }
         performing = true
-        machine.handle(event, environment)
+        handler(&machine)
         performActions()
         drainQueuedEvents()
         afterEvents()
     }
 
-    /// A server link's response event: the common path, without wrapping it in an Event.
+    /// A server link's response event.
     func feedLinkResponse(_ index: Int, _ response: ResponseStream.Event) {
-        if performing {
-            queuedEvents.append(.linkResponse(index, response))
-            return
-        }
-        performing = true
-        machine.linkResponse(index, response, environment)
-        performActions()
-        drainQueuedEvents()
-        afterEvents()
+        deliver(.linkResponse(index, response)) { $0.linkResponse(index, response, environment) }
     }
 
     /// Events that arose while actions were performed, in order; then performing ends.
@@ -131,7 +129,8 @@ final class ClientSession: StreamDelegate {
     }
 
     /// Reading follows the machine's state; input that waited is taken now that it can go.
-    /// While client input is being cut into messages, this is done once for the whole read.
+    /// While client input is being cut into messages, this is done once for the whole read
+    /// (by processInbound).
     private func afterEvents() {
         guard phase == .relaying, !readingInbound else { return }
         publishStatus()
@@ -174,15 +173,8 @@ final class ClientSession: StreamDelegate {
                 sendFatal(ClientAuthenticator.protocolViolation("invalid message from client: \(error)"))
                 return
             }
-            if performing {
-                feed(.clientMessage(request, type: frame.type, body: frame.body))
-            } else {
-                // The common path: straight to the machine's handler for this event, without
-                // wrapping the message in an Event.
-                performing = true
-                machine.clientMessage(request, type: frame.type, body: frame.body, environment)
-                performActions()
-                drainQueuedEvents()
+            deliver(.clientMessage(request, type: frame.type, body: frame.body)) {
+                $0.clientMessage(request, type: frame.type, body: frame.body, environment)
             }
         }
         publishStatus()
@@ -274,8 +266,7 @@ final class ClientSession: StreamDelegate {
         if phase == .relaying && !isAdmin {
             feed(.killed)
         } else {
-            sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
-                                  message: "terminating connection due to administrator command (KILL)"))
+            sendFatal(SessionMachine.killedError)
         }
     }
 
@@ -285,8 +276,7 @@ final class ClientSession: StreamDelegate {
         if phase == .relaying && !isAdmin {
             feed(.shutdown(immediately: immediately))
         } else {
-            sendFatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
-                                  message: "terminating connection because causeway is shutting down"))
+            sendFatal(SessionMachine.shutdownError)
         }
     }
 

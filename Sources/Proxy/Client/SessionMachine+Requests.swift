@@ -17,7 +17,7 @@ extension SessionMachine {
     mutating func clientMessage(_ request: FrontendRequest, type: UInt8, body: ArraySlice<UInt8>,
                                 _ env: some SessionEnvironment) {
         guard phase == .relaying else { return }
-        defer { publishRunning() }
+        defer { finishEvent() }
         // The context's reference to `statements` must be gone before a unit is sent: sending
         // records the unit's Parse there, and a second reference would copy the whole table.
         let (first, second) = requests.receive(request, type: type, body: body,

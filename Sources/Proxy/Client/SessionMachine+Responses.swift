@@ -115,7 +115,7 @@ extension SessionMachine {
     /// The event `linkResponse`, also called directly on the response path.
     mutating func linkResponse(_ index: Int, _ event: ResponseStream.Event, _ env: some SessionEnvironment) {
         guard phase == .relaying, links.at(index) != nil else { return }
-        defer { publishRunning() }
+        defer { finishEvent() }
         switch event {
         case let .clientReady(status):
             links[index]!.status = status

@@ -154,13 +154,6 @@ struct SessionMachine {
         actions.reserveCapacity(16)
     }
 
-    /// Hands the actions produced so far to a caller that keeps them (the buffers swap, nothing
-    /// is copied). The connection reads `actions` in place instead.
-    mutating func takeActions(into buffer: inout [SessionAction]) {
-        buffer.removeAll(keepingCapacity: true)
-        swap(&actions, &buffer)
-    }
-
     // MARK: - Queries
 
     /// The client's next message can be taken: nothing waits.
@@ -258,15 +251,14 @@ struct SessionMachine {
             if inTransaction { log(.info, "client_vanished", ["session": id, "transaction": "open"]) }
             end()
         case .killed:
-            fatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
-                              message: "terminating connection due to administrator command (KILL)"))
+            fatal(Self.killedError)
         }
-        publishRunning()
+        finishEvent()
     }
 
     /// At the end of every event: tells the connection when the client's work starts or stops
     /// being on a server, and refreshes `view`.
-    mutating func publishRunning() {
+    mutating func finishEvent() {
         if phase == .relaying && publishedRunning != isRunning {
             publishedRunning = isRunning
             actions.append(.setRunning(publishedRunning))
@@ -307,9 +299,13 @@ struct SessionMachine {
         actions.append(.end)
     }
 
+    static let shutdownError = ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
+                                           message: "terminating connection because causeway is shutting down")
+    static let killedError = ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
+                                         message: "terminating connection due to administrator command (KILL)")
+
     private mutating func endForShutdown() {
-        fatal(ErrorFields(severity: .fatal, sqlState: SQLState.adminShutdown,
-                          message: "terminating connection because causeway is shutting down"))
+        fatal(Self.shutdownError)
     }
 
     /// Ends the session if a graceful shutdown was waiting for it to become quiet.
@@ -344,7 +340,6 @@ extension [SessionMachine.LinkState?] {
 
     /// The backends the session has links to, in ascending order.
     var open: [Int] { indices.filter { self[$0] != nil } }
-    var noneOpen: Bool { allSatisfy { $0 == nil } }
 }
 
 /// A session's state as SHOW CLIENTS names it.

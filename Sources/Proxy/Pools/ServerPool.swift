@@ -116,6 +116,12 @@ final class ServerPool: ServerLinkDelegate {
         link.send(FrontendMessage.query(reset).encoded())
     }
 
+    /// A slot given by `poolMayOpen` that the session no longer needs (it ended meanwhile).
+    func returnSlot(_ key: Key) {
+        registry.adjust(key.registry, open: -1, loggingIn: -1)
+        scheduleWaiters()
+    }
+
     /// A session ended while it waited.
     func cancelWaits(for session: ClientSession) {
         let now = worker.now

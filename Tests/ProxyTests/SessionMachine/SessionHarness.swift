@@ -64,9 +64,8 @@ struct SessionHarness {
 
     mutating func handle(_ event: SessionMachine.Event, everything: Bool = false) -> [String] {
         machine.handle(event, env)
-        var actions: [SessionAction] = []
-        machine.takeActions(into: &actions)
-        return actions.compactMap { Self.describe($0, everything: everything) }
+        defer { machine.actions.removeAll() }
+        return machine.actions.compactMap { Self.describe($0, everything: everything) }
     }
 
     /// Client messages, each decoded as Wire decodes them; then the client's input runs out.
