@@ -455,6 +455,22 @@ def query_message(sql: str) -> bytes:
     return message(b"Q", sql.encode() + b"\0")
 
 
+def parse_message(name: str, sql: str) -> bytes:
+    return message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))
+
+
+def bind_message(portal: str, statement: str) -> bytes:
+    """A Bind with no parameters, text results."""
+    return message(b"B", portal.encode() + b"\0" + statement.encode() + b"\0" + struct.pack("!hhh", 0, 0, 0))
+
+
+def execute_message(portal: str) -> bytes:
+    return message(b"E", portal.encode() + b"\0" + struct.pack("!i", 0))
+
+
+SYNC = message(b"S")
+
+
 def parse_fields(body: bytes) -> dict[str, str]:
     fields: dict[str, str] = {}
     for part in body.rstrip(b"\0").split(b"\0"):

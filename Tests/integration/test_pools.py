@@ -3,13 +3,16 @@
 limits hold for the whole proxy; a client that waits too long for a full pool gets a clear error.
 Everything is asserted from the servers' side (pg_stat_activity, pg_backend_pid)."""
 
+import socket
 import threading
 import time
 
 import psycopg
 import pytest
 
-from conftest import unique, wait_until
+from conftest import (HOST, SYNC, bind_message, execute_message, free_port, parse_message, run_causeway, unique,
+                      wait_until)
+from test_admin import fetch, parse_metrics
 
 PRIMARY = "/* causeway:primary */ "
 
@@ -164,7 +167,6 @@ def test_server_idle_timeout_closes_unused_pooled_connections(make_proxy, cluste
 
 
 def test_transaction_pool_mode_is_refused_until_it_exists(tmp_path, cluster):
-    from conftest import run_causeway
     config = tmp_path / "transaction.toml"
     config.write_text(cluster.config_text({"pool_mode": "transaction"}))
     result = run_causeway("check-config", str(config))
@@ -222,7 +224,6 @@ def test_a_server_that_accepts_but_never_answers_is_given_up_after_server_connec
     """A primary that takes the TCP connection and then says nothing (hung, or a half-open network
     path): the login gives up on it after server_connect_timeout and the client gets in through a
     replica, for reads."""
-    import socket
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
@@ -240,8 +241,6 @@ def test_a_server_that_accepts_but_never_answers_is_given_up_after_server_connec
 
 
 def test_metrics_show_each_pools_connections_waits_and_timeouts(make_proxy, cluster):
-    from conftest import HOST, free_port
-    from test_admin import fetch, parse_metrics
     port = free_port()
     proxy = make_proxy(default_pool_size=1, query_wait_timeout=1, workers=1, metrics_listen=f"{HOST}:{port}")
     name = unique("metered")
@@ -270,32 +269,19 @@ def test_a_pooled_replica_connection_keeps_a_mid_batch_injection_apart_from_the_
     """A replica connection that served another client's extended-protocol statements is pooled and
     handed to a new session, which then needs a statement prepared there in the middle of a batch:
     the new client still gets each of its own responses (its counts start from zero)."""
-    import struct
-    from conftest import message
-
-    def parse(name, sql):
-        return message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))
-
-    def bind(portal, statement):
-        return message(b"B", portal.encode() + b"\0" + statement.encode() + b"\0" + struct.pack("!hhh", 0, 0, 0))
-
-    def execute(portal):
-        return message(b"E", portal.encode() + b"\0" + struct.pack("!i", 0))
-
-    sync = message(b"S")
     proxy = make_proxy(workers=1)
     with proxy.wire() as w:
         w.login()
         # Three Parse messages on a replica connection, which then goes back to its pool.
-        w.send(parse("a", "select 1") + parse("b", "select 2") + parse("c", "select 3") + sync)
+        w.send(parse_message("a", "select 1") + parse_message("b", "select 2") + parse_message("c", "select 3") + SYNC)
         assert [w.read_message()[0] for _ in range(4)] == [b"1", b"1", b"1", b"Z"]
     with proxy.wire() as w:
         w.login()
-        w.send(parse("on_primary", "/* causeway: primary */ select 2") + sync)
+        w.send(parse_message("on_primary", "/* causeway: primary */ select 2") + SYNC)
         assert w.read_message()[0] == b"1" and w.read_message()[0] == b"Z"
-        w.send(parse("", "select inet_server_port()") + bind("", "") + execute(""))
+        w.send(parse_message("", "select inet_server_port()") + bind_message("", "") + execute_message(""))
         time.sleep(0.3)
-        w.send(bind("p2", "on_primary") + execute("p2") + sync)
+        w.send(bind_message("p2", "on_primary") + execute_message("p2") + SYNC)
         types = []
         while True:
             type_, _ = w.read_message()

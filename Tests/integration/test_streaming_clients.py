@@ -6,14 +6,14 @@ reach the client as soon as the server sends it."""
 import asyncio
 import select
 import time
-import struct
 
 import asyncpg
 import psycopg
 import pytest
 from psycopg import pq
 
-from conftest import HOST, PASSWORD, message, query_message, reset_statement_stats, statement_calls
+from conftest import (HOST, PASSWORD, SYNC, bind_message, execute_message, message, parse_message, query_message,
+                      reset_statement_stats, statement_calls)
 
 
 def run(coroutine):
@@ -237,25 +237,15 @@ def test_a_statement_recreated_in_the_middle_of_a_batch_leaves_the_clients_respo
     """A batch arriving in two parts on a replica, whose second part binds a named statement that
     only the primary has: the proxy prepares it there in the middle of the batch, and the client
     still gets every response of its own, in order (its first ParseComplete included)."""
-    def parse(name, sql):
-        return message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))
-
-    def bind(portal, statement):
-        return message(b"B", portal.encode() + b"\0" + statement.encode() + b"\0" + struct.pack("!hhh", 0, 0, 0))
-
-    def execute(portal):
-        return message(b"E", portal.encode() + b"\0" + struct.pack("!i", 0))
-
-    sync = message(b"S")
     with proxy.wire() as w:
         w.login()
         # A named statement prepared on the primary only.
-        w.send(parse("on_primary", "/* causeway: primary */ select 2") + sync)
+        w.send(parse_message("on_primary", "/* causeway: primary */ select 2") + SYNC)
         assert w.read_message()[0] == b"1" and w.read_message()[0] == b"Z"
         # The batch: its first part (a read) goes to a replica and is forwarded before the rest.
-        w.send(parse("", "select inet_server_port()") + bind("", "") + execute(""))
+        w.send(parse_message("", "select inet_server_port()") + bind_message("", "") + execute_message(""))
         time.sleep(0.3)
-        w.send(bind("p2", "on_primary") + execute("p2") + sync)
+        w.send(bind_message("p2", "on_primary") + execute_message("p2") + SYNC)
         types, rows = [], []
         while True:
             type_, body = w.read_message()
