@@ -132,25 +132,9 @@ fi
 
 start_pgbouncer() {  # arm mode
     local arm="$1" mode="$2" dir port
-    dir="$WORK_DIR/$arm"; mkdir -p "$dir"
+    dir="$WORK_DIR/$arm"
     port="$(free_port)"
-    cat >"$dir/pgbouncer.ini" <<INI
-[databases]
-app = host=127.0.0.1 port=$PRIMARY_PORT dbname=app
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $port
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $dir/userlist.txt
-pool_mode = $mode
-max_client_conn = 1000
-default_pool_size = 100
-logfile = $dir/pgbouncer.log
-pidfile = $dir/pgbouncer.pid
-INI
-    echo '"app" "secret"' >"$dir/userlist.txt"
-    if is_root; then chown -R postgres "$dir"; fi
+    write_pgbouncer_config "$dir" "$port" "$PRIMARY_PORT" "$mode" 100
     "${RUN_AS[@]}" "$PGBOUNCER" "$dir/pgbouncer.ini" >/dev/null 2>&1 &
     BOUNCER_WRAPPER[$arm]=$!
     local deadline=$((SECONDS + 20))

@@ -94,25 +94,9 @@ causeway_config() {  # sandbox port: the sandbox's configuration, one worker, on
     echo "$WORK_DIR/causeway-$2.toml"
 }
 
-pgbouncer_config() {  # sandbox port
-    local dir="$WORK_DIR/pgbouncer-$2" primary
-    mkdir -p "$dir"
-    primary="$(. "$1/sandbox.env"; echo "$PRIMARY_PORT")"
-    cat >"$dir/pgbouncer.ini" <<INI
-[databases]
-app = host=127.0.0.1 port=$primary dbname=app
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $2
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $dir/userlist.txt
-pool_mode = session
-default_pool_size = 20
-logfile = $dir/pgbouncer.log
-INI
-    echo '"app" "secret"' >"$dir/userlist.txt"
-    if is_root; then chown -R postgres "$dir"; fi
+pgbouncer_config() {  # sandbox port: prints the ini's path
+    local dir="$WORK_DIR/pgbouncer-$2"
+    write_pgbouncer_config "$dir" "$2" "$(. "$1/sandbox.env"; echo "$PRIMARY_PORT")" session 20
     echo "$dir/pgbouncer.ini"
 }
 

@@ -206,3 +206,28 @@ trap_cleanup() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
 }
+
+# write_pgbouncer_config DIR PORT SERVER_PORT MODE POOL_SIZE: DIR/pgbouncer.ini and userlist.txt
+# for PgBouncer on 127.0.0.1:PORT in front of database app on SERVER_PORT, authenticating user app
+# (password secret) with SCRAM; logfile and pidfile in DIR, owned by postgres when run as root.
+write_pgbouncer_config() {
+    local dir="$1" port="$2" server_port="$3" mode="$4" pool_size="$5"
+    mkdir -p "$dir"
+    cat >"$dir/pgbouncer.ini" <<INI
+[databases]
+app = host=127.0.0.1 port=$server_port dbname=app
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $dir/userlist.txt
+pool_mode = $mode
+max_client_conn = 1000
+default_pool_size = $pool_size
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+INI
+    echo '"app" "secret"' >"$dir/userlist.txt"
+    if is_root; then chown -R postgres "$dir"; fi
+}
