@@ -179,6 +179,9 @@ public struct Classification: Sendable, Equatable {
     /// Declared access mode of the transaction left open (BEGIN … READ ONLY, or SET TRANSACTION
     /// READ ONLY after the BEGIN); nil when none was declared.
     public var transactionReadOnly: Bool?
+    /// `DEALLOCATE [PREPARE] name`: the statement's name as PostgreSQL reads it (unquoted names
+    /// lower-cased). A proxy that renames protocol-level statements answers it for them.
+    public var deallocates: String?
 
     public init(
         isWrite: Bool = false,

@@ -48,7 +48,12 @@ extension Analyzer {
         case "prepare":
             prepare(first, end, effects: effects)
         case "deallocate":
-            if isKeyword(end - 1, "all") { unpin(.deallocateAll, effects) }
+            if isKeyword(end - 1, "all") {
+                unpin(.deallocateAll, effects)
+            } else {
+                let name = isKeyword(first + 1, "prepare") ? first + 2 : first + 1
+                if name == end - 1 { result.deallocates = identifier(name) }
+            }
         case "declare":
             declare(first, end, effects: effects)
         case "fetch", "move":

@@ -1117,11 +1117,20 @@ struct ConsistencyLayeringTests {
     }
 }
 
-@Test func transactionPoolModeIsRefusedUntilItIsImplemented() {
+@Test func transactionPoolModeAndTheStatementCapAreRead() throws {
+    let config = try parse("""
+        [proxy]
+        pool_mode = "transaction"
+        max_prepared_statements = 50
+
+        """ + minimalTail)
+    #expect(config.proxy.poolMode == .transaction)
+    #expect(config.proxy.pools.maxPreparedStatements == 50)
     #expect(throws: ConfigError.self) {
         try parse("""
             [proxy]
-            pool_mode = "transaction"
+            max_prepared_statements = 0
+
             """ + minimalTail)
     }
 }

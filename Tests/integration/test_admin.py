@@ -47,7 +47,7 @@ def test_show_backends_reports_every_backend_with_its_measured_role(proxy, clust
 
 def test_every_show_command_returns_a_row_set(proxy):
     for command, minimum in [("SHOW CLIENTS", 1), ("SHOW POOLS", 3), ("SHOW STATS", 5), ("SHOW CONFIG", 5),
-                             ("SHOW VERSION", 1), ("SHOW HELP", 5)]:
+                             ("SHOW VERSION", 1), ("SHOW HELP", 5), ("SHOW SERVERS", 0)]:
         rows, _ = admin(proxy, command)
         assert len(rows) >= minimum, command
     version, _ = admin(proxy, "SHOW VERSION")

@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import (HOST, SYNC, bind_message, execute_message, free_port, parse_message, run_causeway, unique,
+from conftest import (HOST, SYNC, bind_message, execute_message, free_port, parse_message, unique,
                       wait_until)
 from test_admin import fetch, parse_metrics
 
@@ -164,15 +164,6 @@ def test_server_idle_timeout_closes_unused_pooled_connections(make_proxy, cluste
         pid = conn.execute(PRIMARY + "select pg_backend_pid()").fetchone()[0]
     assert cluster.backend(pid) is not None, "the connection should stay pooled for a while"
     wait_until(lambda: cluster.backend(pid) is None, timeout=10, message="the idle pooled connection to close")
-
-
-def test_transaction_pool_mode_is_refused_until_it_exists(tmp_path, cluster):
-    config = tmp_path / "transaction.toml"
-    config.write_text(cluster.config_text({"pool_mode": "transaction"}))
-    result = run_causeway("check-config", str(config))
-    assert result.returncode != 0
-    assert "pool_mode" in result.stderr + result.stdout
-    assert "not available yet" in result.stderr + result.stdout
 
 
 def admin_rows(proxy, command):

@@ -22,6 +22,7 @@ struct AdminConsole {
         ("SHOW BACKENDS", "every backend: role, state, lag, replay position, catch-up estimate, sessions, server connections, reads, writes"),
         ("SHOW CLIENTS", "connected client sessions: state (idle, active, idle in transaction, waiting for what) and what pins them to their server connection"),
         ("SHOW POOLS", "server connection pools per backend, database and user: clients active and waiting, connections active, idle, being reset and logging in, the longest wait"),
+        ("SHOW SERVERS", "pooled server connections: backend, user, database, state (login, active, idle, resetting), the client using one, the server process"),
         ("SHOW STATS", "routing decisions by reason, retries, clients"),
         ("SHOW CONFIG", "the configuration in force"),
         ("SHOW VERSION", "causeway's version"),
@@ -44,6 +45,7 @@ struct AdminConsole {
         case ("SHOW", "BACKENDS"): return .rows(backends())
         case ("SHOW", "CLIENTS"): return .rows(clients())
         case ("SHOW", "POOLS"): return .rows(pools())
+        case ("SHOW", "SERVERS"): return .rows(servers())
         case ("SHOW", "STATS"): return .rows(stats())
         case ("SHOW", "CONFIG"): return .rows(config())
         case ("SHOW", "VERSION"): return .rows(ResultSet(columns: ["version"], rows: [["causeway \(CausewayVersion.string)"]]))
@@ -128,6 +130,19 @@ struct AdminConsole {
                     String(format: "%.1f", now - client.connectedAt), state, pins.isEmpty ? nil : pins.joined(separator: ",")]
         }
         return ResultSet(columns: ["id", "user", "database", "client", "worker", "connected_s", "state", "pinned_by"], rows: rows)
+    }
+
+    /// One row per pooled server connection, as PgBouncer's SHOW SERVERS, with the backend.
+    private func servers() -> ResultSet {
+        let now = Date().timeIntervalSince1970
+        let rows = runtime.stats.serverList().map { server -> [String?] in
+            let (state, client) = server.status.current
+            let pid = server.status.serverPID.load(ordering: .relaxed)
+            return [server.backend, server.user, server.database, state.label, client.map(String.init),
+                    pid == 0 ? nil : String(pid), String(server.worker), String(format: "%.1f", now - server.connectedAt)]
+        }
+        return ResultSet(columns: ["backend", "user", "database", "state", "client_id", "server_pid", "worker", "connected_s"],
+                         rows: rows)
     }
 
     /// PgBouncer's columns, one row per (backend, database, user) pool, plus the backend's role.

@@ -37,7 +37,7 @@ extension ClientSession {
             }
             client.write([UInt8(ascii: "N")])
         case let .cancelRequest(processID, secret):
-            guard let target = worker.runtime.cancels.cancelTarget(processID: processID, secret: secret) else {
+            guard let (target, key) = worker.runtime.cancels.cancelTarget(processID: processID, secret: secret) else {
                 log.debug("cancel_not_forwarded", ["session": processID])
                 finish()
                 return
@@ -47,7 +47,10 @@ extension ClientSession {
             // client that waits for that before its next statement (asyncpg does) must not have
             // the late cancel land on it.
             phase = .connecting
-            CancelForwarder(worker: worker, processID: target.processID, secret: target.secret) { [self] in finish() }
+            CancelForwarder(worker: worker, processID: target.processID, secret: target.secret) { [self] in
+                key.cancelDelivered()
+                finish()
+            }
                 .start(address: target.backend.address)
         case let .startup(message):
             beginAuthentication(message)
@@ -313,7 +316,8 @@ extension ClientSession {
         saslFinal = nil
         phase = .relaying
         feed(.greeted(status: status, parameters: parameters, loginLink: loginLink?.index,
-                      loginLinkIsPrimary: loginLink?.isPrimary ?? false))
+                      loginLinkIsPrimary: loginLink?.isPrimary ?? false,
+                      loginServer: loginLink.flatMap { serverLinks[$0.index]?.sessionState } ?? ServerSessionState()))
         let early = frontend.takeRemainder()
         if !early.isEmpty { inbound.append(early) }
         client.startReading()

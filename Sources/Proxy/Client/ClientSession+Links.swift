@@ -79,7 +79,7 @@ extension ClientSession: ServerLinkDelegate {
             firstLoginLinkReady(link, greeting: link.greeting)
         } else {
             link.delegate = self
-            feed(.linkReady(backend, link.greeting))
+            feed(.linkReady(backend, link.greeting, link.sessionState))
         }
     }
 
@@ -117,6 +117,12 @@ extension ClientSession: ServerLinkDelegate {
             worker.pools.acquire(for: self, backend: index)
         case let .closeLink(index):
             if let link = serverLinks.removeValue(forKey: index) { worker.pools.release(link, reusable: true) }
+        case let .lendLink(index, state):
+            if let link = serverLinks.removeValue(forKey: index) {
+                if cancelKeyTarget == ObjectIdentifier(link) { cancelKeyTarget = nil }
+                link.sessionState = state
+                worker.pools.release(link, reusable: true, lending: true)
+            }
         case let .sendToLink(index, bytes):
             serverLinks[index]?.send(bytes)
         case let .expect(index, expectation):

@@ -68,7 +68,7 @@ final class ClientSession: StreamDelegate {
         cancelKey = worker.runtime.cancels.issue()
         id = cancelKey.processID
         machine = SessionMachine(id: id)
-        environment = WorkerSessionEnvironment(worker: worker)
+        environment = WorkerSessionEnvironment(worker: worker, cancelKey: cancelKey)
         log = worker.runtime.log("session")
     }
 

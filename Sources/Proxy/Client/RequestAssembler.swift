@@ -7,6 +7,10 @@ protocol RequestContext {
     func classify(_ text: String) -> Classification
     /// A prepared statement the client defined earlier in the session.
     func statement(named name: String) -> PreparedStatement?
+    /// The proxy's id for a named statement's text and parameter types.
+    func statementID(query: String, parameterTypes: [UInt32]) -> UInt64
+    /// An id of its own, for an unnamed statement.
+    func freshStatementID() -> UInt64
 }
 
 /// Cuts the client's message stream after login into request units: a simple Query, a
@@ -29,8 +33,11 @@ struct RequestAssembler {
     struct Context: RequestContext {
         var classifier: (String) -> Classification
         var statements: (String) -> PreparedStatement?
+        var ids: (String, [UInt32]) -> UInt64 = { _, _ in 1 }
         func classify(_ text: String) -> Classification { classifier(text) }
         func statement(named name: String) -> PreparedStatement? { statements(name) }
+        func statementID(query: String, parameterTypes: [UInt32]) -> UInt64 { ids(query, parameterTypes) }
+        func freshStatementID() -> UInt64 { 0 }
     }
 
     private(set) var pending = RequestUnit()
@@ -53,6 +60,12 @@ struct RequestAssembler {
             return (.syncAfterRefusal, nil)
         }
         switch request {
+        case .parse, .sync:
+            break
+        default:
+            pending.onlyParses = false
+        }
+        switch request {
         case let .query(text):
             var unit = standalone(type, body, end: .query)
             unit.classification = context.classify(text)
@@ -66,16 +79,36 @@ struct RequestAssembler {
         case let .parse(name, query, types):
             let classification = context.classify(query)
             if classification.isWrite && Self.mentionsCopy(query) { pending.mayStartCopy = true }
-            pending.parses.append((name, PreparedStatement(query: query, parameterTypes: types, classification: classification)))
+            let id = name.isEmpty ? context.freshStatementID() : context.statementID(query: query, parameterTypes: types)
+            pending.parses.append(.init(name: name, statement: PreparedStatement(query: query, parameterTypes: types,
+                                                                                classification: classification, id: id),
+                                        offset: pending.bytes.count, completionsBefore: pending.completions))
             pending.merge(classification)
             pending.completions += 1
-        case let .bind(_, statement):
-            noteUse(of: statement, context)
+            if !name.isEmpty {
+                pending.append(type, body, renamingAt: 0, nameLength: name.utf8.count, to: id)
+                return (nil, nil)
+            }
+        case let .bind(portal, statement):
+            if let id = noteUse(of: statement, context) {
+                pending.append(type, body, renamingAt: portal.utf8.count + 1, nameLength: statement.utf8.count, to: id)
+                return (nil, nil)
+            }
         case let .describe(kind, name):
-            if kind == .statement { noteUse(of: name, context) }
+            if kind == .statement, let id = noteUse(of: name, context) {
+                pending.append(type, body, renamingAt: 1, nameLength: name.utf8.count, to: id)
+                return (nil, nil)
+            }
         case let .close(kind, name):
-            if kind == .statement { pending.closes.append(name) }
+            if kind == .statement { pending.closes.append((name, pending.completions)) }
             pending.completions += 1
+            if kind == .statement && !name.isEmpty {
+                // The server's statement stays (other clients may share it, and the connection
+                // keeps it until evicted); the Close goes to a name that never exists, which
+                // the server answers with CloseComplete as PostgreSQL answers any Close.
+                pending.append(type, body, renamingAt: 1, nameLength: name.utf8.count, to: 0)
+                return (nil, nil)
+            }
         case .execute:
             pending.executes = true
         case .sync, .flush:
@@ -126,10 +159,16 @@ struct RequestAssembler {
         return .unit(pending)
     }
 
-    private mutating func noteUse(of statement: String, _ context: some RequestContext) {
-        if pending.parses.contains(where: { $0.name == statement }) { return }
+    /// Notes a Bind or Describe of `statement`; the proxy's id of a named statement the client
+    /// defined (nil for the unnamed one or a name it never prepared, which the server refuses).
+    private mutating func noteUse(of statement: String, _ context: some RequestContext) -> UInt64? {
+        if let parse = pending.parses.last(where: { $0.name == statement }) {
+            return statement.isEmpty ? nil : parse.statement.id
+        }
         if !pending.uses.contains(statement) { pending.uses.append(statement) }
-        if let known = context.statement(named: statement) { pending.merge(known.classification) }
+        guard let known = context.statement(named: statement) else { return nil }
+        pending.merge(known.classification)
+        return statement.isEmpty ? nil : known.id
     }
 
     /// Cheap and conservative: any mention of COPY (a false positive only delays an LSN capture).

@@ -11,6 +11,9 @@ enum SessionAction {
     /// The session is done with its connection to this backend: it goes back to its pool (or
     /// closes, if it cannot serve another client).
     case closeLink(Int)
+    /// Transaction pooling: the connection goes back to its pool as it is, holding `state`
+    /// (statements, settings) for the next client; no reset.
+    case lendLink(Int, ServerSessionState)
     case sendToLink(Int, [UInt8])
     /// The link's response stream must treat the responses to a proxy-made request this way.
     case expect(Int, ResponseStream.Expectation)

@@ -27,6 +27,19 @@ protocol SessionEnvironment {
     /// How log lines and messages name a backend: its configured name, and name with address.
     func backendName(_ backend: Int) -> String
     func backendLabel(_ backend: Int) -> String
+
+    /// `pool_mode = "transaction"`: server connections go back to their pool between
+    /// transactions.
+    var transactionPooling: Bool { get }
+    /// `max_prepared_statements`: how many of the proxy's statements one server connection keeps.
+    var maxPreparedStatements: Int { get }
+    /// The id of a named statement's text and parameter types (`StatementCatalog`).
+    func statementID(query: String, parameterTypes: [UInt32]) -> UInt64
+    /// An id no other statement has (unnamed statements).
+    func freshStatementID() -> UInt64
+    /// The session's cancel key stops forwarding cancels, unless one is on its way to a server
+    /// right now: then the server connection must not serve anyone else yet (false).
+    func quietCancels() -> Bool
 }
 
 extension SessionEnvironment {

@@ -7,14 +7,17 @@ extension SessionMachine {
     /// Sent with Parse/Bind/Execute (JDBC, asyncpg, psycopg once it prepares): answered message
     /// by message, as a server would.
     mutating func answerCausewayBatch(_ unit: RequestUnit, _ env: some SessionEnvironment) {
-        for (name, statement) in unit.parses { statements[name] = statement }
+        for parse in unit.parses { statements[parse.name] = parse.statement }
         var framer = MessageFramer(maximumLength: 1 << 30)
         framer.append(unit.bytes)
         var writer = ByteWriter()
         var portals: [String: String] = [:]
         var failed = false
         func command(of statement: String) -> CausewayCommand? {
-            statements[statement]?.classification.causewayCommand
+            // The unit's bytes carry the proxy's names for named statements.
+            if let named = statements[statement] { return named.classification.causewayCommand }
+            return statements.values.first { ServerSessionState.statementName($0.id) == statement }?
+                .classification.causewayCommand
         }
         func describe(_ command: CausewayCommand?) {
             if case let .show(setting)? = command {

@@ -11,13 +11,17 @@ extension SessionMachine {
         let statements: [String: PreparedStatement]
         func classify(_ text: String) -> Classification { env.classify(text) }
         func statement(named name: String) -> PreparedStatement? { statements[name] }
+        func statementID(query: String, parameterTypes: [UInt32]) -> UInt64 {
+            env.statementID(query: query, parameterTypes: parameterTypes)
+        }
+        func freshStatementID() -> UInt64 { env.freshStatementID() }
     }
 
     /// The event `clientMessage`, also called directly on the request path.
     mutating func clientMessage(_ request: FrontendRequest, type: UInt8, body: ArraySlice<UInt8>,
                                 _ env: some SessionEnvironment) {
         guard phase == .relaying else { return }
-        defer { finishEvent() }
+        defer { finishEvent(env) }
         // The context's reference to `statements` must be gone before a unit is sent: sending
         // records the unit's Parse there, and a second reference would copy the whole table.
         let (first, second) = requests.receive(request, type: type, body: body,
@@ -92,6 +96,33 @@ extension SessionMachine {
                 return
             }
             answerCausewayCommand(command, env)
+            return
+        }
+        if env.transactionPooling && unit.onlyParses && unit.end == .sync && !unit.parses.isEmpty
+            && transaction.status == .idle && boundLink == nil {
+            // Only preparing, outside a transaction (libpq's PQprepare, pgbench -M prepared):
+            // the proxy takes note and answers; each server connection gets the statement when a
+            // client first runs it there (an error in its text is reported then). A client that
+            // prepares synchronously, as pgbench does, would otherwise wait for a connection that
+            // its own other sessions hold.
+            for parse in unit.parses { statements[parse.name] = parse.statement }
+            var reply = [[UInt8]](repeating: BackendMessage.parseComplete.encoded(), count: unit.parses.count)
+            reply.append(BackendMessage.readyForQuery(.idle).encoded())
+            var local = RequestUnit()
+            local.localReply = reply
+            dispatch(local, env)
+            return
+        }
+        if unit.end == .query, let name = unit.classification?.deallocates, unit.classification?.statementCount == 1,
+           statements[name] != nil, transaction.status != .failed, boundLink == nil {
+            // DEALLOCATE of a protocol-level statement (psycopg evicts its statements this way):
+            // servers know it under the proxy's name, which other clients may share, so the
+            // proxy answers it. A name the client did not prepare this way goes to the server.
+            statements.removeValue(forKey: name)
+            var local = RequestUnit()
+            local.localReply = [BackendMessage.commandComplete("DEALLOCATE").encoded(),
+                                BackendMessage.readyForQuery(transaction.status).encoded()]
+            dispatch(local, env)
             return
         }
         let target: Int
@@ -283,38 +314,66 @@ extension SessionMachine {
 
     private mutating func send(_ unit: RequestUnit, to index: Int, reason: RouteReason, _ env: some SessionEnvironment) {
         var out: [UInt8] = []
-        // Statements the client closed while this server was not in use.
-        if !links[index]!.pendingCloses.isEmpty {
+        // The server connection first gets the session's settings, where they differ.
+        let stamp = TrackedSettings.Stamp(session: id, version: settings.version)
+        if links[index]!.server.settingsStamp != stamp {
+            if let sql = settings.replaySQL(from: links[index]!.server.settings) {
+                out += FrontendMessage.query(sql).encoded()
+                actions.append(.expect(index, .internalRequest(tag: Self.settingsReplayTag)))
+                links[index]!.internalRequests += 1
+                // A simple query destroys the server's unnamed statement.
+                links[index]!.server.unnamed = nil
+            }
+            links[index]!.server.settings = settings.commands
+            links[index]!.server.settingsStamp = stamp
+        }
+        // Statements the unit uses that this server does not have: prepared first, their
+        // ParseCompletes swallowed.
+        let firstTick = links[index]!.server.nextTick
+        var parses: ByteWriter?
+        var injectedParses = 0
+        for name in unit.uses {
+            guard let statement = statements[name] else { continue }
+            if name.isEmpty {
+                guard links[index]!.server.unnamed != statement.id else { continue }
+                links[index]!.server.unnamed = statement.id
+            } else if links[index]!.server.has(statement.id) {
+                links[index]!.server.touch(statement.id)
+                continue
+            } else {
+                links[index]!.server.touch(statement.id)
+            }
+            if parses == nil { parses = ByteWriter() }
+            FrontendMessage.parse(name: name.isEmpty ? "" : ServerSessionState.statementName(statement.id),
+                                  query: statement.query, parameterTypes: statement.parameterTypes).encode(into: &parses!)
+            injectedParses += 1
+        }
+        // The client's own Parses: one of a statement this server already has (another client
+        // prepared the same text here) is preceded by a Close of it, whose CloseComplete is
+        // swallowed, so the Parse succeeds as the client expects.
+        var reparsed: [RequestUnit.Parse] = []
+        for parse in unit.parses {
+            if parse.name.isEmpty {
+                links[index]!.server.unnamed = parse.statement.id
+                continue
+            }
+            if links[index]!.server.has(parse.statement.id) { reparsed.append(parse) }
+            links[index]!.server.touch(parse.statement.id)
+        }
+        // Beyond max_prepared_statements, the least recently used go (not those this unit uses).
+        let evicted = links[index]!.server.evict(toFit: env.maxPreparedStatements, keepFrom: firstTick)
+        if !evicted.isEmpty {
             var writer = ByteWriter()
-            for name in links[index]!.pendingCloses {
-                FrontendMessage.close(kind: .statement, name: name).encode(into: &writer)
+            for statement in evicted {
+                FrontendMessage.close(kind: .statement, name: ServerSessionState.statementName(statement)).encode(into: &writer)
             }
             FrontendMessage.sync.encode(into: &writer)
             out += writer.bytes
             actions.append(.expect(index, .internalRequest(tag: Self.closeTag)))
             links[index]!.internalRequests += 1
-            links[index]!.pendingCloses.removeAll()
         }
-        if links[index]!.appliedSettingsVersion != settings.version {
-            if !settings.isEmpty {
-                out += FrontendMessage.query(settings.replaySQL).encoded()
-                actions.append(.expect(index, .internalRequest(tag: Self.settingsReplayTag)))
-                links[index]!.internalRequests += 1
-                // A simple query destroys the server's unnamed statement: re-create it if used.
-                links[index]!.preparedStatements.remove("")
-            }
-            links[index]!.appliedSettingsVersion = settings.version
-        }
-        // Statements the unit uses that this server has not seen: prepared first, their
-        // ParseCompletes swallowed.
-        var injectedParses = 0
-        for name in unit.uses where !links[index]!.preparedStatements.contains(name) {
-            guard let statement = statements[name] else { continue }
-            out += FrontendMessage.parse(name: name, query: statement.query, parameterTypes: statement.parameterTypes).encoded()
-            links[index]!.preparedStatements.insert(name)
-            injectedParses += 1
-        }
-        if injectedParses > 0 {
+        if let parses {
+            out += parses.bytes
             // Behind whatever of the client's batch is still unanswered (it may have come in parts).
             actions.append(.expect(index, .injectedCompletions(count: injectedParses,
                                                                afterClientCompletions: links[index]!.clientCompletionsSent)))
@@ -326,10 +385,19 @@ extension SessionMachine {
             capture = false
             deferredCaptureLink = index
         }
-        if out.isEmpty && !capture {
+        if out.isEmpty && !capture && reparsed.isEmpty {
             actions.append(.sendToLink(index, unit.bytes))
         } else {
-            out += unit.bytes
+            var from = 0
+            for parse in reparsed {
+                out += unit.bytes[from..<parse.offset]
+                out += FrontendMessage.close(kind: .statement, name: ServerSessionState.statementName(parse.statement.id))
+                    .encoded()
+                from = parse.offset
+                actions.append(.expect(index, .injectedCompletions(
+                    count: 1, afterClientCompletions: links[index]!.clientCompletionsSent + parse.completionsBefore)))
+            }
+            out += unit.bytes[from...]
             if capture { out += Self.lsnCaptureQuery }
             actions.append(.sendToLink(index, out))
         }
@@ -343,22 +411,25 @@ extension SessionMachine {
             self.capture = .inFlight(captured: nil)
         }
 
-        // What the server now holds.
-        for (name, statement) in unit.parses {
-            statements[name] = statement
-            links[index]!.preparedStatements.insert(name)
-            forgetElsewhere(name, except: index)
+        // What the client now has, in the order of its Parse and Close messages.
+        var closes = unit.closes[...]
+        for parse in unit.parses {
+            while let close = closes.first, close.completionsBefore < parse.completionsBefore {
+                forget(close.name, on: index)
+                closes = closes.dropFirst()
+            }
+            statements[parse.name] = parse.statement
         }
-        for name in unit.closes {
-            statements.removeValue(forKey: name)
-            links[index]!.preparedStatements.remove(name)
-            forgetElsewhere(name, except: index)
-        }
+        for close in closes { forget(close.name, on: index) }
         // A simple query (the client's or the capture) destroys the unnamed statement.
-        if unit.end == .query || capture { links[index]!.preparedStatements.remove("") }
+        if unit.end == .query || capture { links[index]!.server.unnamed = nil }
         if unit.executes, let classification = unit.classification {
-            if classification.pinChanges.contains(where: { $0 == .unpin(.discardAll) || $0 == .unpin(.deallocateAll) }) {
-                links[index]!.preparedStatements.removeAll()
+            // The server drops every prepared statement. The client's stay known to the proxy and
+            // are prepared again if used: psycopg runs DEALLOCATE ALL without forgetting its own.
+            if classification.pinChanges.contains(.unpin(.discardAll)) {
+                links[index]!.server.discardAll()
+            } else if classification.pinChanges.contains(.unpin(.deallocateAll)) {
+                links[index]!.server.deallocateAll()
             }
             pins = classification.applyingPinChanges(to: pins)
         }
@@ -390,15 +461,11 @@ extension SessionMachine {
         actions.append(.countUnit(backend: index, isWrite: index == primary && reason == .write, reason: reason))
     }
 
-    /// A statement name now means something else on `except`: other servers drop it (named
-    /// ones are closed there before their next use).
-    private mutating func forgetElsewhere(_ name: String, except index: Int) {
-        // By position, not by iterating the array: an iterator would hold the array while it
-        // changes, and copy it.
-        for other in links.indices where other != index && links[other]?.preparedStatements.contains(name) == true {
-            links[other]!.preparedStatements.remove(name)
-            if !name.isEmpty { links[other]!.pendingCloses.append(name) }
-        }
+    /// The client closed a statement: it is gone for the client; the server keeps the proxy's
+    /// copy (shared, and evicted when least used) except the unnamed one.
+    private mutating func forget(_ name: String, on index: Int) {
+        statements.removeValue(forKey: name)
+        if name.isEmpty { links[index]!.server.unnamed = nil }
     }
 
     /// Sends the LSN capture now (for a unit whose capture had to wait for its ReadyForQuery).
@@ -406,7 +473,7 @@ extension SessionMachine {
         actions.append(.sendToLink(index, Self.lsnCaptureQuery))
         actions.append(.expect(index, .internalRequest(tag: Self.lsnCaptureTag)))
         guard links.at(index) != nil else { return }
-        links[index]!.preparedStatements.remove("")
+        links[index]!.server.unnamed = nil
         links[index]!.internalRequests += 1
         capture = .inFlight(captured: nil)
     }

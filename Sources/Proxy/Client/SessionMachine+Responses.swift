@@ -3,17 +3,22 @@ import Wire
 
 /// Server links coming up, answering and going away.
 extension SessionMachine {
-    mutating func linkReady(_ index: Int, _ greeting: ServerGreeting, _ env: some SessionEnvironment) {
+    mutating func linkReady(_ index: Int, _ greeting: ServerGreeting, _ server: ServerSessionState,
+                            _ env: some SessionEnvironment) {
         guard phase == .relaying, links.at(index)?.phase == .opening else { return }
         links[index]!.phase = .ready
         links[index]!.status = greeting.status
+        links[index]!.server = server
         let standby = greeting.parameter("in_hot_standby") == "on"
         if !standby && index == currentPrimary(env) {
             if primaryIndex == nil { primaryIndex = index }
             // Every primary login refreshes what later logins like this one are greeted with.
             actions.append(.primaryLinkReady(index, greeting.parameters))
         }
-        reportParameterChanges(greeting.parameters, standby: standby)
+        // A connection lent before was brought to its last client's settings: its greeting
+        // no longer says what it reports, and bringing it to this session's settings reports
+        // what changes.
+        if !server.lent { reportParameterChanges(greeting.parameters, standby: standby) }
         retryWaiting(env)
     }
 
@@ -115,7 +120,7 @@ extension SessionMachine {
     /// The event `linkResponse`, also called directly on the response path.
     mutating func linkResponse(_ index: Int, _ event: ResponseStream.Event, _ env: some SessionEnvironment) {
         guard phase == .relaying, links.at(index) != nil else { return }
-        defer { finishEvent() }
+        defer { finishEvent(env) }
         switch event {
         case let .clientReady(status):
             links[index]!.status = status
@@ -164,10 +169,13 @@ extension SessionMachine {
         case .idle:
             let rolledBack = record.sawError || transaction.failed || record.endsWithRollback
             if !rolledBack {
-                let before = settings.version
+                let before = TrackedSettings.Stamp(session: id, version: settings.version)
                 for command in transaction.settings + tracked { settings.apply(command) }
                 // This server ran the SETs itself: it is up to date.
-                if links.at(index)?.appliedSettingsVersion == before { links[index]!.appliedSettingsVersion = settings.version }
+                if links.at(index)?.server.settingsStamp == before {
+                    links[index]!.server.settings = settings.commands
+                    links[index]!.server.settingsStamp = TrackedSettings.Stamp(session: id, version: settings.version)
+                }
             }
             transaction.settings.removeAll()
             transaction.failed = false

@@ -25,12 +25,13 @@ struct SessionMachine {
         /// The client was greeted. `loginLink`: the server link the login used (now ready),
         /// `loginLinkIsPrimary` unless the login had to settle for a replica.
         case greeted(status: BackendMessage.TransactionStatus, parameters: [(String, String)],
-                     loginLink: Int?, loginLinkIsPrimary: Bool)
+                     loginLink: Int?, loginLinkIsPrimary: Bool, loginServer: ServerSessionState = ServerSessionState())
         /// One message from the client, validated by Wire.
         case clientMessage(FrontendRequest, type: UInt8, body: ArraySlice<UInt8>)
         /// The client's input ran out (in the middle of a batch, what arrived goes now).
         case clientInputPaused
-        case linkReady(Int, ServerGreeting)
+        /// A link is up: newly logged in, or a pooled connection with what it holds.
+        case linkReady(Int, ServerGreeting, ServerSessionState = ServerSessionState())
         /// A link failed to log in, or was lost. `serverSaidWhy`: the server sent a FATAL that
         /// reached the client; `endedWhileIdle`: the server ended it while nothing was asked.
         case linkFailed(Int, ErrorFields, duringLogin: Bool, serverSaidWhy: Bool, endedWhileIdle: Bool)
@@ -52,12 +53,9 @@ struct SessionMachine {
     struct LinkState {
         enum Phase { case opening, ready }
         var phase: Phase
-        /// Client statement names that exist on this server.
-        var preparedStatements: Set<String> = []
-        /// Statement names the client closed while this server was not in use.
-        var pendingCloses: [String] = []
-        /// The session settings version last replayed here.
-        var appliedSettingsVersion = 0
+        /// What the server connection holds (statements, settings); it goes back with the
+        /// connection to its pool.
+        var server = ServerSessionState()
         /// Client Parse/Close messages sent here (where injected completions start).
         var clientCompletionsSent = 0
         /// Proxy-made requests whose ReadyForQuery has not come back.
@@ -222,15 +220,15 @@ struct SessionMachine {
     mutating func handle(_ event: Event, _ env: some SessionEnvironment) {
         guard phase != .ended else { return }
         switch event {
-        case let .greeted(status, parameters, loginLink, loginLinkIsPrimary):
-            greeted(status: status, parameters: parameters, loginLink: loginLink, isPrimary: loginLinkIsPrimary)
+        case let .greeted(status, parameters, loginLink, loginLinkIsPrimary, loginServer):
+            greeted(status: status, parameters: parameters, loginLink: loginLink, isPrimary: loginLinkIsPrimary,
+                    server: loginServer)
         case let .clientMessage(request, type, body):
             clientMessage(request, type: type, body: body, env)
         case .clientInputPaused:
-            guard acceptsClientInput, let part = requests.inputEnded() else { return }
-            dispatch(part, env)
-        case let .linkReady(index, greeting):
-            linkReady(index, greeting, env)
+            if acceptsClientInput, let part = requests.inputEnded() { dispatch(part, env) }
+        case let .linkReady(index, greeting, server):
+            linkReady(index, greeting, server, env)
         case let .linkFailed(index, error, duringLogin, serverSaidWhy, endedWhileIdle):
             linkFailed(index, error, duringLogin: duringLogin, serverSaidWhy: serverSaidWhy,
                        endedWhileIdle: endedWhileIdle, env)
@@ -253,12 +251,14 @@ struct SessionMachine {
         case .killed:
             fatal(Self.killedError)
         }
-        finishEvent()
+        finishEvent(env)
     }
 
-    /// At the end of every event: tells the connection when the client's work starts or stops
-    /// being on a server, and refreshes `view`.
-    mutating func finishEvent() {
+    /// At the end of every event: lends idle server connections back to their pools (transaction
+    /// pooling), tells the connection when the client's work starts or stops being on a server,
+    /// and refreshes `view`.
+    mutating func finishEvent(_ env: some SessionEnvironment) {
+        if env.transactionPooling { lendIdleLinks(env) }
         if phase == .relaying && publishedRunning != isRunning {
             publishedRunning = isRunning
             actions.append(.setRunning(publishedRunning))
@@ -268,7 +268,7 @@ struct SessionMachine {
     }
 
     private mutating func greeted(status: BackendMessage.TransactionStatus, parameters: [(String, String)],
-                                  loginLink: Int?, isPrimary: Bool) {
+                                  loginLink: Int?, isPrimary: Bool, server: ServerSessionState) {
         guard phase == .greeting else { return }
         phase = .relaying
         transaction.status = status
@@ -277,7 +277,7 @@ struct SessionMachine {
             reportedParameters[name] = value
         }
         if let loginLink {
-            links.put(loginLink, LinkState(phase: .ready, status: status))
+            links.put(loginLink, LinkState(phase: .ready, server: server, status: status))
             if isPrimary { primaryIndex = loginLink }
             // The login pointed the client's cancel key at this link.
             cancelKeyLink = loginLink
@@ -306,6 +306,32 @@ struct SessionMachine {
 
     private mutating func endForShutdown() {
         fatal(Self.shutdownError)
+    }
+
+    /// Transaction pooling: once the client has nothing running, open or half-sent, its server
+    /// connections go back to their pools with what they hold, for any client; the next unit
+    /// borrows one again. State that cannot move (`pins`: temp tables, session advisory locks,
+    /// WITH HOLD cursors, SQL PREPARE, LISTEN, untracked settings) keeps the connection it lives
+    /// on. So does a cancel on its way to the server: lent, it would hit another client's query.
+    mutating func lendIdleLinks(_ env: some SessionEnvironment) {
+        guard phase == .relaying, ledger.isEmpty, waiting.isEmpty, boundLink == nil, capture == .none,
+              transaction.status == .idle, deferredCaptureLink == nil, requests.pending.isEmpty else { return }
+        var cancelsQuiet = false
+        for index in links.indices {
+            guard let state = links[index], state.phase == .ready, state.internalRequests == 0,
+                  state.status == .idle else { continue }
+            if !pins.isEmpty && (index == primaryIndex || index == currentPrimary(env)) { continue }
+            if !cancelsQuiet {
+                guard env.quietCancels() else { return }
+                cancelsQuiet = true
+            }
+            var server = state.server
+            server.lent = true
+            links[index] = nil
+            if lastLink == index { lastLink = nil }
+            if cancelKeyLink == index { cancelKeyLink = nil }
+            actions.append(.lendLink(index, server))
+        }
     }
 
     /// Ends the session if a graceful shutdown was waiting for it to become quiet.

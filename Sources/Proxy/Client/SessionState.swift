@@ -2,41 +2,86 @@ import Router
 import Wire
 
 /// A protocol-level prepared statement as the client defined it; the proxy re-creates it on any
-/// server that has to execute it.
+/// server that has to execute it, under the name `ServerSessionState.statementName(id)` (the
+/// unnamed statement stays unnamed).
 struct PreparedStatement {
     var query: String
     var parameterTypes: [UInt32]
     var classification: Classification
+    /// The proxy's id for this text and parameter types (`StatementCatalog`): statements with
+    /// the same id are the same on any server, whichever client prepared them.
+    var id: UInt64 = 0
 }
 
-/// Session settings (SET …) the proxy replays on every server connection the session uses.
-/// Kept compact: the last command per parameter, in the order they were issued.
+/// Session settings (SET …) the proxy brings every server connection the session uses to.
+/// Kept compact: the last command per parameter, in the order they were issued. A RESET is not
+/// kept: the parameter's wanted value is then its startup value, which RESET gives on a server
+/// opened with the same startup parameters.
 struct TrackedSettings {
+    struct Command: Equatable {
+        var name: String
+        var sql: String
+    }
+
+    /// Which session's settings, at which version, a server was brought to.
+    struct Stamp: Equatable {
+        var session: Int32
+        var version: Int
+    }
+
     private(set) var version = 0
-    private var commands: [(name: String, sql: String)] = []
+    private(set) var commands: [Command] = []
 
     var isEmpty: Bool { commands.isEmpty }
+
+    init() {}
+
+    /// Settings a server connection holds, to follow what a query does to them.
+    init(_ commands: [Command]) {
+        self.commands = commands
+    }
 
     mutating func apply(_ command: SessionCommand) {
         guard !command.isLocal else { return }
         switch command.action {
         case let .set(name, _):
             commands.removeAll { $0.name == name }
-            commands.append((name, command.sql))
+            commands.append(Command(name: name, sql: command.sql))
         case let .reset(name):
             commands.removeAll { $0.name == name }
-            commands.append((name, command.sql))
         case .resetAll:
             // RESET ALL leaves role and session authorization alone, as PostgreSQL does.
             commands.removeAll { $0.name != "role" && $0.name != "session_authorization" }
-            commands.append(("*reset_all", command.sql))
         }
         version += 1
     }
 
-    /// One simple-query text that brings a fresh or stale connection to the session's settings.
-    var replaySQL: String {
-        commands.map { $0.sql.hasSuffix(";") ? String($0.sql.dropLast()) : $0.sql }.joined(separator: "; ")
+    /// DISCARD ALL: back to the startup parameters.
+    mutating func discardAll() {
+        commands.removeAll()
+        version += 1
+    }
+
+    /// One simple-query text that brings a server with `applied` settings to these: RESET
+    /// what it has that the session does not, SET what differs, in the session's order. Nil
+    /// when they already agree.
+    func replaySQL(from applied: [Command]) -> String? {
+        var parts: [String] = []
+        for old in applied where !commands.contains(where: { $0.name == old.name }) {
+            parts.append(Self.resetSQL(old.name))
+        }
+        for command in commands where !applied.contains(command) {
+            parts.append(command.sql.hasSuffix(";") ? String(command.sql.dropLast()) : command.sql)
+        }
+        return parts.isEmpty ? nil : parts.joined(separator: "; ")
+    }
+
+    static func resetSQL(_ name: String) -> String {
+        switch name {
+        case "session_authorization": "RESET SESSION AUTHORIZATION"
+        case "role": "RESET ROLE"
+        default: "RESET \(name)"
+        }
     }
 }
 
@@ -54,12 +99,21 @@ struct RequestUnit {
 
     var bytes: [UInt8] = []
     var end: End = .sync
+    /// A Parse in this unit: where its message starts in `bytes`, and how many Parse/Close
+    /// messages of the unit come before it.
+    struct Parse {
+        var name: String
+        var statement: PreparedStatement
+        var offset: Int
+        var completionsBefore: Int
+    }
+
     /// Statements this unit defines (Parse), in order.
-    var parses: [(name: String, statement: PreparedStatement)] = []
+    var parses: [Parse] = []
     /// Statements it uses that it does not define itself (Bind/Describe of a named statement).
     var uses: [String] = []
-    /// Statements it closes.
-    var closes: [String] = []
+    /// Statements it closes, with the number of Parse/Close messages before each.
+    var closes: [(name: String, completionsBefore: Int)] = []
     /// Parse and Close messages in it (each answered by a ParseComplete or CloseComplete).
     var completions = 0
     var classification: Classification?
@@ -70,6 +124,8 @@ struct RequestUnit {
     /// Runs something (Query, Execute, FunctionCall) rather than only preparing or describing:
     /// only then do its pins and settings take effect.
     var executes = false
+    /// Nothing but Parse messages (and the Sync that ends them): the client only prepares.
+    var onlyParses = true
     /// Uses a `causeway.*` command through the extended protocol (answered by the proxy).
     var usesCausewayCommand = false
     /// A Query or FunctionCall that arrived while an extended batch that executed nothing was
@@ -99,29 +155,70 @@ struct RequestUnit {
 
     /// Appends a later part of the same batch (for a retry copy that must re-run it whole).
     mutating func absorb(_ part: RequestUnit) {
+        let shift = bytes.count, completionShift = completions
         bytes += part.bytes
         end = part.end
-        parses += part.parses
+        for var parse in part.parses {
+            parse.offset += shift
+            parse.completionsBefore += completionShift
+            parses.append(parse)
+        }
         for name in part.uses where !uses.contains(name) && !parses.contains(where: { $0.name == name }) {
             uses.append(name)
         }
-        closes += part.closes
+        closes += part.closes.map { ($0.name, $0.completionsBefore + completionShift) }
         completions += part.completions
         if let other = part.classification { merge(other) }
         executes = executes || part.executes
         mayStartCopy = mayStartCopy || part.mayStartCopy
+        onlyParses = onlyParses && part.onlyParses
     }
 
     mutating func append(_ type: UInt8, _ body: ArraySlice<UInt8>) {
+        appendHeader(type, bodyLength: body.count)
+        bytes.append(contentsOf: body)
+    }
+
+    /// Appends a message whose statement name (`nameLength` bytes at `nameOffset` in `body`,
+    /// before its terminating zero) becomes the proxy's name for statement `id`.
+    mutating func append(_ type: UInt8, _ body: ArraySlice<UInt8>, renamingAt nameOffset: Int, nameLength: Int, to id: UInt64) {
+        let digits = Self.decimalDigits(id)
+        let nameStart = body.startIndex + nameOffset
+        appendHeader(type, bodyLength: body.count - nameLength + Self.namePrefix.count + digits)
+        bytes.append(contentsOf: body[body.startIndex..<nameStart])
+        bytes.append(contentsOf: Self.namePrefix)
+        let end = bytes.count + digits
+        bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: digits))
+        var value = id, position = end
+        repeat {
+            position -= 1
+            bytes[position] = UInt8(ascii: "0") + UInt8(value % 10)
+            value /= 10
+        } while value > 0
+        bytes.append(contentsOf: body[(nameStart + nameLength)...])
+    }
+
+    /// `ServerSessionState.statementName` as bytes: "causeway_" and the id in decimal.
+    static let namePrefix = Array("causeway_".utf8)
+
+    private static func decimalDigits(_ value: UInt64) -> Int {
+        var count = 1, rest = value / 10
+        while rest > 0 {
+            count += 1
+            rest /= 10
+        }
+        return count
+    }
+
+    private mutating func appendHeader(_ type: UInt8, bodyLength: Int) {
         // A batch (Parse, Bind, Execute, Sync) would otherwise grow the buffer three times.
-        if bytes.capacity == 0 { bytes.reserveCapacity(max(256, body.count + 5)) }
+        if bytes.capacity == 0 { bytes.reserveCapacity(max(256, bodyLength + 5)) }
         bytes.append(type)
-        let length = UInt32(body.count + 4)
+        let length = UInt32(bodyLength + 4)
         bytes.append(UInt8(length >> 24))
         bytes.append(UInt8(length >> 16 & 0xff))
         bytes.append(UInt8(length >> 8 & 0xff))
         bytes.append(UInt8(length & 0xff))
-        bytes.append(contentsOf: body)
     }
 
     /// Folds a statement's classification in: the unit is as demanding as its most demanding part.

@@ -5,6 +5,7 @@ struct WorkerSessionEnvironment: SessionEnvironment {
     /// Unowned and unsafe: held by the sessions of this worker, which the worker outlives; no
     /// reference counting on the request path.
     unowned(unsafe) let worker: Worker
+    let cancelKey: CancelRegistry.Key
 
     var now: UInt64 { worker.now }
     var topology: Topology { worker.topology }
@@ -21,4 +22,11 @@ struct WorkerSessionEnvironment: SessionEnvironment {
     }
     func backendName(_ backend: Int) -> String { worker.settings.slots[backend].backend.config.name }
     func backendLabel(_ backend: Int) -> String { worker.settings.slots[backend].backend.label }
+    var transactionPooling: Bool { worker.settings.config.proxy.poolMode == .transaction }
+    var maxPreparedStatements: Int { worker.settings.config.proxy.pools.maxPreparedStatements }
+    func statementID(query: String, parameterTypes: [UInt32]) -> UInt64 {
+        worker.statements.id(query: query, parameterTypes: parameterTypes)
+    }
+    func freshStatementID() -> UInt64 { worker.statements.fresh() }
+    func quietCancels() -> Bool { cancelKey.stopRunningUnlessCancelling() }
 }

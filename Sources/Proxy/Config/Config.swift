@@ -164,6 +164,9 @@ public struct PoolSettings: Sendable, Equatable {
     public var queryWaitTimeout: Double = 120
     /// `server_reset_query`: run on a connection before another client gets it ("" for none).
     public var serverResetQuery: String = "DISCARD ALL"
+    /// `max_prepared_statements`: the proxy's prepared statements one server connection keeps;
+    /// beyond it the least recently used are closed (they are prepared again when next used).
+    public var maxPreparedStatements: Int = 200
 
     public init() {}
 }

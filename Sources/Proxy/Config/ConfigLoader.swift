@@ -54,7 +54,7 @@ struct ConfigLoader {
             "listen", "workers", "pool_mode", "zone", "admin_users", "metrics_listen", "auth_type",
             "max_client_conn", "log_level", "default_pool_size", "reserve_pool_size", "reserve_pool_timeout",
             "max_db_connections", "max_user_connections", "server_idle_timeout", "server_lifetime",
-            "server_connect_timeout", "query_wait_timeout", "server_reset_query",
+            "server_connect_timeout", "query_wait_timeout", "server_reset_query", "max_prepared_statements",
         ],
         "routing": ["consistency", "max_lag_ms", "max_lag_bytes", "causal_wait_ms", "fallback", "report_lsn"],
         "monitor": ["interval_ms", "user", "password"],
@@ -198,13 +198,6 @@ struct ConfigLoader {
         s.listen = address(t, "listen", default: d.listen, allowEmpty: false) ?? d.listen
         s.workers = integer(t, "workers", default: d.workers, in: 0...1024, "must be between 0 (one per core) and 1024")
         s.poolMode = choice(t, "pool_mode", default: d.poolMode)
-        if s.poolMode == .transaction, let line = t?["pool_mode"]?.line {
-            // Refused rather than accepted and ignored: clients would be told they share
-            // connections per transaction and would not.
-            report(line: line, key: "proxy.pool_mode",
-                   "\"transaction\" is not available yet (server connections are pooled per session); use \"session\"")
-            s.poolMode = .session
-        }
         s.zone = text(t, "zone", default: d.zone)
         s.adminUsers = textList(t, "admin_users", default: d.adminUsers)
         s.metricsListen = address(t, "metrics_listen", default: d.metricsListen, allowEmpty: true)
@@ -234,6 +227,8 @@ struct ConfigLoader {
         s.serverConnectTimeout = seconds(t, "server_connect_timeout", default: d.serverConnectTimeout)
         s.queryWaitTimeout = seconds(t, "query_wait_timeout", default: d.queryWaitTimeout)
         s.serverResetQuery = optionalString(t, "server_reset_query")?.value ?? d.serverResetQuery
+        s.maxPreparedStatements = integer(t, "max_prepared_statements", default: d.maxPreparedStatements, in: 1...100_000,
+                                          "must be between 1 and 100000")
         return s
     }
 

@@ -23,6 +23,7 @@ public final class ProxyStats: Sendable {
     let totalClients = Atomic<Int>(0)
     let authFailures = Atomic<Int>(0)
     private let clients = Mutex<[Int32: ClientInfo]>([:])
+    private let servers = Mutex<[ObjectIdentifier: ServerInfo]>([:])
 
     final class ReasonCounter: Sendable {
         let count = Atomic<Int>(0)
@@ -81,6 +82,59 @@ public final class ProxyStats: Sendable {
 
     func clientClosed(_ id: Int32) {
         _ = clients.withLock { $0.removeValue(forKey: id) }
+    }
+
+    /// What SHOW SERVERS lists of one pooled server connection; written when it opens and
+    /// closes, except the status, which changes as clients borrow it (one relaxed atomic).
+    struct ServerInfo: Sendable {
+        var backend: String
+        var user: String
+        var database: String
+        var worker: Int
+        var connectedAt: Double
+        var status: ServerStatus
+    }
+
+    /// A server connection's state, the client using it and the server process.
+    final class ServerStatus: Sendable {
+        enum State: UInt8 {
+            case loggingIn, active, idle, resetting
+
+            var label: String {
+                switch self {
+                case .loggingIn: "login"
+                case .active: "active"
+                case .idle: "idle"
+                case .resetting: "resetting"
+                }
+            }
+        }
+
+        /// The state in the low byte, the client's process id above it.
+        private let code = Atomic<UInt64>(UInt64(State.loggingIn.rawValue))
+        let serverPID = Atomic<Int32>(0)
+
+        func set(_ state: State, client: Int32 = 0) {
+            code.store(UInt64(UInt32(bitPattern: client)) << 8 | UInt64(state.rawValue), ordering: .relaxed)
+        }
+
+        var current: (state: State, client: Int32?) {
+            let value = code.load(ordering: .relaxed)
+            let client = Int32(bitPattern: UInt32(truncatingIfNeeded: value >> 8))
+            return (State(rawValue: UInt8(value & 0xff)) ?? .idle, client == 0 ? nil : client)
+        }
+    }
+
+    func serverOpened(_ id: ObjectIdentifier, _ info: ServerInfo) {
+        servers.withLock { $0[id] = info }
+    }
+
+    func serverClosed(_ id: ObjectIdentifier) {
+        _ = servers.withLock { $0.removeValue(forKey: id) }
+    }
+
+    func serverList() -> [ServerInfo] {
+        servers.withLock { Array($0.values) }.sorted { ($0.backend, $0.connectedAt) < ($1.backend, $1.connectedAt) }
     }
 
     func clientList() -> [ClientInfo] {

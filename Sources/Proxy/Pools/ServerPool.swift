@@ -1,3 +1,4 @@
+import Foundation
 import CLibUV
 import Router
 import Wire
@@ -79,17 +80,26 @@ final class ServerPool: ServerLinkDelegate {
     /// A session opened a connection in a slot it was given: it counts as logging in until ready.
     func noteLoggingIn(_ link: ServerLink) {
         loggingIn[ObjectIdentifier(link)] = link
+        if let key = link.poolKey {
+            worker.runtime.stats.serverOpened(ObjectIdentifier(link), .init(
+                backend: link.backend.config.name, user: key.registry.user, database: key.registry.database,
+                worker: worker.index, connectedAt: Date().timeIntervalSince1970, status: link.status))
+        }
     }
 
     /// The connection logged in.
     func linkLoggedIn(_ link: ServerLink) {
         guard let key = link.poolKey, loggingIn.removeValue(forKey: ObjectIdentifier(link)) != nil else { return }
         registry.adjust(key.registry, loggingIn: -1)
+        link.status.serverPID.store(link.greeting.processID, ordering: .relaxed)
+        link.status.set(.active, client: link.clientProcessID)
     }
 
     /// A session is done with `link`. A connection that is idle, in no transaction, not too old
     /// and to a backend still in service is reset and kept; any other is closed.
-    func release(_ link: ServerLink, reusable: Bool) {
+    /// `lending`: transaction pooling lends the connection between transactions as it is (the
+    /// next client's session brings it to its own settings); no reset query.
+    func release(_ link: ServerLink, reusable: Bool, lending: Bool = false) {
         guard let key = link.poolKey, link.phase == .ready, !closed else {
             link.close()
             return
@@ -106,12 +116,19 @@ final class ServerPool: ServerLinkDelegate {
         link.detachClient()
         link.stream.startReading()
         let reset = settings.serverResetQuery
+        if lending {
+            park(link, key)
+            return
+        }
+        // What the connection holds after the reset (nothing after DISCARD ALL).
+        link.sessionState.reset(by: worker.classifications.classify(reset, volatileFunctions: []))
         if reset.isEmpty {
             park(link, key)
             return
         }
         resetting[ObjectIdentifier(link)] = (link, false)
         registry.adjust(key.registry, resetting: 1)
+        link.status.set(.resetting)
         link.expectInternal(.internalRequest(tag: Self.resetTag))
         link.send(FrontendMessage.query(reset).encoded())
     }
@@ -138,6 +155,7 @@ final class ServerPool: ServerLinkDelegate {
     func linkClosed(_ link: ServerLink) {
         guard let key = link.poolKey else { return }
         let id = ObjectIdentifier(link)
+        worker.runtime.stats.serverClosed(id)
         var loggingInChange = 0, resettingChange = 0, idleChange = 0
         if loggingIn.removeValue(forKey: id) != nil { loggingInChange = -1 }
         if resetting.removeValue(forKey: id) != nil { resettingChange = -1 }

@@ -20,20 +20,49 @@ public final class CancelRegistry: Sendable {
     /// One session's key. The session points it at the server link that runs its work and says
     /// whether work is running: a cancel that arrives while none is would hit whatever the
     /// client runs next, so it is dropped (PostgreSQL ignores a cancel for an idle backend too).
+    /// A cancel on its way to a server holds that server connection for the session: lent to
+    /// another client (transaction pooling), it would cancel that client's query.
     final class Key: Sendable {
         let processID: Int32
         let secret: [UInt8]
-        private let target = Mutex<Target?>(nil)
-        private let running = Atomic<Bool>(false)
+        private struct State {
+            var target: Target?
+            var running = false
+            var inFlight = 0
+        }
+
+        private let state = Mutex(State())
 
         fileprivate init(processID: Int32, secret: [UInt8]) {
             self.processID = processID
             self.secret = secret
         }
 
-        func point(at target: Target) { self.target.withLock { $0 = target } }
-        func setRunning(_ value: Bool) { running.store(value, ordering: .relaxed) }
-        fileprivate var runningTarget: Target? { running.load(ordering: .relaxed) ? target.withLock { $0 } : nil }
+        func point(at target: Target) { state.withLock { $0.target = target } }
+        func setRunning(_ value: Bool) { state.withLock { $0.running = value } }
+
+        /// Stops forwarding cancels; false (and nothing changes) while one is on its way.
+        func stopRunningUnlessCancelling() -> Bool {
+            state.withLock { state in
+                guard state.inFlight == 0 else { return false }
+                state.running = false
+                return true
+            }
+        }
+
+        /// The server has the cancel (or could not be reached).
+        func cancelDelivered() { state.withLock { $0.inFlight -= 1 } }
+
+        /// Where a cancel goes now, counted as on its way until `cancelDelivered`.
+        fileprivate func claimCancel() -> Target? {
+            state.withLock { state in
+                guard state.running, let target = state.target else { return nil }
+                state.inFlight += 1
+                return target
+            }
+        }
+
+        var cancelInFlight: Bool { state.withLock { $0.inFlight > 0 } }
     }
 
     private struct State {
@@ -68,12 +97,14 @@ public final class CancelRegistry: Sendable {
     }
 
     /// Where a CancelRequest with this key goes now: nil for an unknown key, a wrong secret, or
-    /// a session with nothing running.
-    func cancelTarget(processID: Int32, secret: [UInt8]) -> Target? {
-        guard let key = state.withLock({ $0.live[processID] }), Crypto.constantTimeEqual(key.secret, secret) else {
+    /// a session with nothing running. The caller tells the key `cancelDelivered` once the
+    /// server has it.
+    func cancelTarget(processID: Int32, secret: [UInt8]) -> (Target, Key)? {
+        guard let key = state.withLock({ $0.live[processID] }), Crypto.constantTimeEqual(key.secret, secret),
+              let target = key.claimCancel() else {
             return nil
         }
-        return key.runningTarget
+        return (target, key)
     }
 
     func noteServerProcess(backend: Int, serverPID: Int32, clientProcessID: Int32) {

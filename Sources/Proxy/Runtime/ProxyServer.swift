@@ -29,6 +29,7 @@ public final class ProxyServer {
                 topology.backends.allSatisfy { $0.health != .unknown }
             }
         }
+        let files = Self.raiseOpenFileLimit()
         let configured = runtime.config.proxy.workers
         let count = configured > 0 ? configured : max(1, ProcessInfo.processInfo.activeProcessorCount)
         for index in 0..<count {
@@ -48,9 +49,23 @@ public final class ProxyServer {
             }
         }
         log.info("listening", ["address": "\(runtime.config.proxy.listen.host):\(runtime.config.proxy.listen.port)",
-                               "workers": count, "pool_mode": runtime.config.proxy.poolMode.rawValue,
+                               "workers": count, "pool_mode": runtime.config.proxy.poolMode.rawValue, "open_files": files,
                                "backends": runtime.config.backends.map(\.name).joined(separator: ",")])
         waitForSignal()
+    }
+
+    /// Every client and every server connection is a descriptor: max_client_conn clients plus
+    /// their pools need more than the usual soft limit of 1024, so the soft limit goes up to
+    /// the hard one. Returns the limit in force.
+    private static func raiseOpenFileLimit() -> UInt64 {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { return UInt64(raised.rlim_cur) }
+        }
+        return UInt64(limit.rlim_cur)
     }
 
     /// Runs a small loop for signals until every worker has finished. SIGTERM starts a graceful

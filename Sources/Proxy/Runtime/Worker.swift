@@ -69,6 +69,8 @@ final class Worker {
     private(set) lazy var pools = ServerPool(worker: self, registry: runtime.pools)
     /// Query-text classifications; the Router's work is cached per worker.
     let classifications = ClassificationCache()
+    /// The ids of the proxy's names for prepared statements on this worker's connections.
+    let statements = StatementCatalog()
     /// Sessions of this worker reading from each backend, for spreading them over replicas.
     private(set) var replicaLoad: [Int]
     private var cachedTopology: Topology?

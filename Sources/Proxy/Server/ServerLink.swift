@@ -36,12 +36,9 @@ final class ServerLink: StreamDelegate {
     /// ReadyForQuery messages still owed to the client for requests sent here.
     var outstanding = 0
     var transactionStatus = BackendMessage.TransactionStatus.idle
-    /// The session settings version last replayed here.
-    var appliedSettingsVersion = 0
-    /// Client statement names that exist on this server.
-    var preparedStatements: Set<String> = []
-    /// Statement names the client closed elsewhere that still exist here.
-    var pendingCloses: [String] = []
+    /// What the connection holds of its clients' state while it sits in its pool (the session
+    /// using it keeps its own copy meanwhile).
+    var sessionState = ServerSessionState()
     var copyInActive = false
     var sentFatal = false
     /// The server ended this connection while it was idle (shutdown, pg_terminate_backend) and
@@ -53,7 +50,7 @@ final class ServerLink: StreamDelegate {
     private var spareEvents: [ResponseStream.Event] = []
 
     /// The pid the session's client knows (notifications from this server carry it).
-    private var clientProcessID: Int32
+    private(set) var clientProcessID: Int32
     private var registeredServerProcess = false
     /// The pool this connection belongs to (set when a session opens it in a pool's slot).
     var poolKey: ServerPool.Key?
@@ -74,9 +71,13 @@ final class ServerLink: StreamDelegate {
         stream.delegate = self
     }
 
+    /// For SHOW SERVERS.
+    let status = ProxyStats.ServerStatus()
+
     /// A pooled connection goes to another client: notifications now carry that client's pid.
     func attach(clientProcessID: Int32) {
         self.clientProcessID = clientProcessID
+        status.set(.active, client: clientProcessID)
         // The new client's session counts its Parse/Close messages from zero.
         responses.startOverClientCounts()
         guard phase == .ready else { return }
@@ -90,6 +91,7 @@ final class ServerLink: StreamDelegate {
 
     /// Back in its pool: no client's notifications.
     func detachClient() {
+        status.set(.idle)
         guard registeredServerProcess else { return }
         registeredServerProcess = false
         worker.runtime.cancels.forgetServerProcess(backend: backendIndex, serverPID: greeting.processID)

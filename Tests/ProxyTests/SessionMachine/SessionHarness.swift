@@ -25,6 +25,18 @@ struct TestEnvironment: SessionEnvironment {
         return primary.index
     }
 
+    var transactionPooling = false
+    var maxPreparedStatements = 200
+    /// A cancel is on its way to the server the session's query runs on.
+    var cancelInFlight = false
+    let catalog = StatementCatalog()
+
+    func statementID(query: String, parameterTypes: [UInt32]) -> UInt64 {
+        catalog.id(query: query, parameterTypes: parameterTypes)
+    }
+    func freshStatementID() -> UInt64 { catalog.fresh() }
+    func quietCancels() -> Bool { !cancelInFlight }
+
     func isRemoved(_ backend: Int) -> Bool { removed.contains(backend) }
     func drainExpired(_ backend: Int) -> Bool { expiredDrains.contains(backend) }
     func classify(_ text: String) -> Classification {
@@ -51,10 +63,16 @@ struct TestEnvironment: SessionEnvironment {
 struct SessionHarness {
     var machine = SessionMachine(id: 4_200_001)
     var env = TestEnvironment()
+    /// What each connection held when the session last lent it back to its pool.
+    var lent: [Int: ServerSessionState] = [:]
+    /// The last bytes sent to each link.
+    var sent: [Int: [UInt8]] = [:]
 
     /// The session is logged in; `loginLink` is the server the login used (nil: greeted from
     /// what the proxy knew, no server yet).
-    init(consistency: ConsistencyMode = .session, loginLink: Int? = nil, configure: (inout TestEnvironment) -> Void = { _ in }) {
+    init(consistency: ConsistencyMode = .session, loginLink: Int? = nil, id: Int32 = 4_200_001,
+         configure: (inout TestEnvironment) -> Void = { _ in }) {
+        machine = SessionMachine(id: id)
         configure(&env)
         machine.configuredConsistency = consistency
         machine.routing.consistency = consistency
@@ -65,6 +83,10 @@ struct SessionHarness {
     mutating func handle(_ event: SessionMachine.Event, everything: Bool = false) -> [String] {
         machine.handle(event, env)
         defer { machine.actions.removeAll() }
+        for action in machine.actions {
+            if case let .lendLink(index, state) = action { lent[index] = state }
+            if case let .sendToLink(index, bytes) = action { sent[index] = bytes }
+        }
         return machine.actions.compactMap { Self.describe($0, everything: everything) }
     }
 
@@ -82,6 +104,33 @@ struct SessionHarness {
     }
 
     mutating func query(_ text: String) -> [String] { client(.query(text)) }
+
+    /// The messages last sent to `backend`, with the names and texts that matter here:
+    /// `P causeway_1`, `B causeway_1`, `C S causeway_0`, `Q RESET search_path`, `S`.
+    func sentMessages(_ backend: Int) -> [String] {
+        var framer = MessageFramer(maximumLength: 1 << 30)
+        framer.append(sent[backend] ?? [])
+        var out: [String] = []
+        while let (type, body) = try? framer.nextTyped() {
+            switch try? FrontendRequest.decode(type: type, body: body) {
+            case let .query(text)?: out.append("Q \(text)")
+            case let .parse(name, _, _)?: out.append("P \(name)")
+            case let .bind(_, statement)?: out.append("B \(statement)")
+            case let .describe(kind, name)?: out.append("D \(kind == .statement ? "S" : "P") \(name)")
+            case let .close(kind, name)?: out.append("C \(kind == .statement ? "S" : "P") \(name)")
+            default: out.append(String(UnicodeScalar(type)))
+            }
+        }
+        return out
+    }
+
+    /// A pooled connection comes up holding `server` (what another session lent back).
+    mutating func linkUp(_ backend: Int, holding server: ServerSessionState) -> [String] {
+        var greeting = ServerGreeting()
+        greeting.parameters = [("server_version", "15.0"), ("in_hot_standby", backend == 0 ? "off" : "on")]
+        greeting.processID = Int32(1000 + backend)
+        return handle(.linkReady(backend, greeting, server))
+    }
 
     mutating func linkUp(_ backend: Int, parameters: [(String, String)] = []) -> [String] {
         var greeting = ServerGreeting()
@@ -121,6 +170,7 @@ struct SessionHarness {
         case let .writeClient(bytes): return "client " + messageTypes(bytes)
         case let .openLink(index): return "open \(index)"
         case let .closeLink(index): return "close \(index)"
+        case let .lendLink(index, _): return "lend \(index)"
         case let .sendToLink(index, bytes): return "send \(index) " + messageTypes(bytes)
         case let .expect(index, expectation):
             switch expectation {
