@@ -121,4 +121,31 @@ struct RequestAssemblerTests {
     @Test mutating func terminateEndsTheSession() throws {
         #expect(try feed([.terminate]) == ["terminate"])
     }
+
+    @Test mutating func namedStatementsReachServersUnderTheProxysNamesAndTheUnnamedOneStaysUnnamed() throws {
+        let context = RequestAssembler.Context(classifier: { QueryClassifier.classify($0, volatileFunctions: []) },
+                                               statements: { _ in nil }, ids: { _, _ in 42 })
+        var names: [String] = []
+        for message in [FrontendMessage.parse("s1", "SELECT 1"), .bind("s1", portal: "p"),
+                        .describe(kind: .statement, name: "s1"), .close(kind: .statement, name: "s1"),
+                        .parse("", "SELECT 2"), .bind(""), .sync] {
+            let bytes = message.encoded()
+            let (first, _) = assembler.receive(try FrontendRequest.decode(type: bytes[0], body: bytes[5...]), type: bytes[0],
+                                               body: bytes[5...], context: context)
+            guard case let .unit(unit)? = first else { continue }
+            var framer = MessageFramer(maximumLength: 1 << 20)
+            framer.append(unit.bytes)
+            while let (type, body) = try framer.nextTyped() {
+                switch try FrontendRequest.decode(type: type, body: body) {
+                case let .parse(name, _, _): names.append("P \(name)")
+                case let .bind(portal, statement): names.append("B \(portal) \(statement)")
+                case let .describe(_, name): names.append("D \(name)")
+                case let .close(_, name): names.append("C \(name)")
+                default: names.append(String(UnicodeScalar(type)))
+                }
+            }
+        }
+        // A Close goes to a name that never exists: the server answers it, the shared statement stays.
+        #expect(names == ["P causeway_42", "B p causeway_42", "D causeway_42", "C causeway_0", "P ", "B  ", "S"])
+    }
 }

@@ -124,6 +124,20 @@ private func classify(_ sql: String, volatile: Set<String> = []) -> Classificati
         #expect(classify(sql).unpin == effect)
     }
 
+    @Test(arguments: [
+        ("DEALLOCATE _pg3_0", "_pg3_0"),
+        ("deallocate prepare S_1;", "s_1"),
+        ("DEALLOCATE \"S_1\"", "S_1"),
+    ])
+    func deallocateNamesTheStatementAsPostgresReadsIt(_ sql: String, _ name: String) {
+        #expect(classify(sql).deallocates == name)
+    }
+
+    @Test func deallocateAllAndOtherStatementsNameNoStatement() {
+        #expect(classify("DEALLOCATE ALL").deallocates == nil)
+        #expect(classify("SELECT 1").deallocates == nil)
+    }
+
     @Test func statementsThatReleaseOnlyOneThingDoNotUnpin() {
         #expect(classify("DEALLOCATE p").unpin == nil)
         #expect(classify("UNLISTEN jobs").unpin == nil)
