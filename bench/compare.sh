@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Side by side: direct PostgreSQL, Causeway, PgBouncer (session mode), PgBouncer (transaction
-# mode) and pgpool-II, all in front of the same primary of a sandbox cluster, each driven by
+# Side by side: direct PostgreSQL, Causeway (session and transaction mode), PgBouncer (session
+# mode), PgBouncer (transaction mode) and pgpool-II, all in front of the same primary of a sandbox cluster, each driven by
 # pgbench (-S, select only) and by causeway-bench (a verified read/write mix). Arms alternate
 # within each round, and their order rotates from round to round, so drift on a shared machine
 # hits all of them alike. Per run: tps, latency p50/p99 and the proxy's CPU per transaction (user
@@ -11,15 +11,16 @@
 #
 # Fairness: every proxy authenticates clients with SCRAM-SHA-256 (checked before measuring: the
 # first answer to a startup packet is AuthenticationSASL and a wrong password is refused) and logs
-# in to the server with SCRAM as app. PgBouncer: default_pool_size 100 (no queueing at 16
-# clients). pgpool-II: raw mode with the one server, connection_cache on, num_init_children =
+# in to the server with SCRAM as app. PgBouncer session mode: default_pool_size 100 (no queueing
+# at 16 clients); both transaction-mode arms (PgBouncer's and Causeway's): default_pool_size
+# TXN_POOL_SIZE (20), so CLIENTS=200 measures 200 clients sharing 20 connections. pgpool-II: raw mode with the one server, connection_cache on, num_init_children =
 # clients + 8, no health checks or failover. Causeway: the sandbox's generated config. A 2 s
 # warm-up per arm is not recorded. pgbench's latencies come from its per-transaction log (-l,
 # sampled at 5 %); causeway-bench's from its own HdrHistogram (all operations).
 #
 #   bench/compare.sh                                   # 2 rounds of 10 s per arm and tool, 16 clients, 2 threads
 #   ROUNDS=3 DURATION=20 CLIENTS=32 bench/compare.sh
-#   ARMS="causeway pgbouncer-transaction" TOOLS=pgbench bench/compare.sh
+#   ARMS="causeway-transaction pgbouncer-transaction" TOOLS=pgbench CLIENTS=200 bench/compare.sh
 #   CAUSEWAY_BIN=… CAUSEWAY_BENCH_BIN=… bench/compare.sh   # use these binaries, build nothing
 #   CAUSEWAY_WORKERS=1 bench/compare.sh                # pin Causeway's worker threads
 #   CAUSEWAY_BASELINE_BIN=/tmp/old/causeway ARMS="causeway-baseline causeway pgbouncer-session" \
@@ -42,7 +43,8 @@ CLIENTS="${CLIENTS:-16}"
 THREADS="${THREADS:-2}"
 SCALE="${SCALE:-10}"
 WARMUP="${WARMUP:-2}"
-ARMS="${ARMS:-direct causeway pgbouncer-session pgbouncer-transaction pgpool}"
+ARMS="${ARMS:-direct causeway causeway-transaction pgbouncer-session pgbouncer-transaction pgpool}"
+TXN_POOL_SIZE="${TXN_POOL_SIZE:-20}"
 TOOLS="${TOOLS:-pgbench causeway-bench}"
 BENCH_ARGS="${BENCH_ARGS:---protocol extended}"
 SAMPLING="${SAMPLING:-0.05}"
@@ -78,10 +80,12 @@ cleanup() {
     trap - EXIT INT TERM
     stop_running
     stop_causeway
-    if [ -n "${BASELINE_PID:-}" ]; then
-        kill -INT "$BASELINE_PID" 2>/dev/null || true
-        wait_gone "$BASELINE_PID" 15 || kill -KILL "$BASELINE_PID" 2>/dev/null || true
-    fi
+    local extra
+    for extra in "${BASELINE_PID:-}" "${TRANSACTION_PID:-}"; do
+        [ -n "$extra" ] || continue
+        kill -INT "$extra" 2>/dev/null || true
+        wait_gone "$extra" 15 || kill -KILL "$extra" 2>/dev/null || true
+    done
     for arm in pgbouncer-session pgbouncer-transaction; do
         if [ -n "${PID[$arm]:-}" ]; then
             kill -TERM "${PID[$arm]}" 2>/dev/null || true
@@ -130,11 +134,20 @@ if [ -n "${CAUSEWAY_BASELINE_BIN:-}" ]; then
     PORT[causeway-baseline]="$BASELINE_PORT"; PID[causeway-baseline]="$BASELINE_PID"
 fi
 
-start_pgbouncer() {  # arm mode
+# The same Causeway in transaction mode, with the transaction arms' pool size.
+TRANSACTION_PORT="$(free_port)"
+sed "s/^listen = .*/listen = \"127.0.0.1:$TRANSACTION_PORT\"/; s/^metrics_listen = .*/metrics_listen = \"\"/" "$PROXY_CONFIG" \
+    | sed "s/^\[proxy\]\$/[proxy]\npool_mode = \"transaction\"\ndefault_pool_size = $TXN_POOL_SIZE/" \
+    | awk '!((/^pool_mode = / || /^default_pool_size = /) && seen[$1]++)' >"$WORK_DIR/causeway-transaction.toml"
+"$CAUSEWAY" --config "$WORK_DIR/causeway-transaction.toml" 2>"$OUT/causeway-transaction-$STAMP.log" &
+TRANSACTION_PID=$!
+PORT[causeway-transaction]="$TRANSACTION_PORT"; PID[causeway-transaction]="$TRANSACTION_PID"
+
+start_pgbouncer() {  # arm mode pool_size
     local arm="$1" mode="$2" dir port
     dir="$WORK_DIR/$arm"
     port="$(free_port)"
-    write_pgbouncer_config "$dir" "$port" "$PRIMARY_PORT" "$mode" 100
+    write_pgbouncer_config "$dir" "$port" "$PRIMARY_PORT" "$mode" "$3"
     "${RUN_AS[@]}" "$PGBOUNCER" "$dir/pgbouncer.ini" >/dev/null 2>&1 &
     BOUNCER_WRAPPER[$arm]=$!
     local deadline=$((SECONDS + 20))
@@ -145,8 +158,8 @@ start_pgbouncer() {  # arm mode
     PID[$arm]="$(tr -dc 0-9 <"$dir/pgbouncer.pid")"
     PORT[$arm]="$port"
 }
-start_pgbouncer pgbouncer-session session
-start_pgbouncer pgbouncer-transaction transaction
+start_pgbouncer pgbouncer-session session 100
+start_pgbouncer pgbouncer-transaction transaction "$TXN_POOL_SIZE"
 
 POOL_DIR="$(mktemp -d /tmp/causeway-pgpool.XXXXXX)"
 POOL_PORT="$(free_port)"
@@ -168,7 +181,7 @@ until PGPASSWORD=secret PGCONNECT_TIMEOUT=3 psql -X -At "$(app_conn "$PROXY_PORT
     sleep 0.2
 done
 for arm in $ARMS; do
-    [ -n "${PORT[$arm]:-}" ] || { say "unknown arm $arm (known: direct causeway pgbouncer-session pgbouncer-transaction pgpool, and causeway-baseline with CAUSEWAY_BASELINE_BIN)"; exit 1; }
+    [ -n "${PORT[$arm]:-}" ] || { say "unknown arm $arm (known: direct causeway causeway-transaction pgbouncer-session pgbouncer-transaction pgpool, and causeway-baseline with CAUSEWAY_BASELINE_BIN)"; exit 1; }
     deadline=$((SECONDS + 30))
     until PGPASSWORD=secret PGCONNECT_TIMEOUT=3 psql -X -At "$(app_conn "${PORT[$arm]}")" -c 'SELECT 1' >/dev/null 2>&1; do
         [ "$SECONDS" -lt "$deadline" ] || { say "$arm did not accept a login within 30 s"; exit 1; }
@@ -234,7 +247,7 @@ PY
 
 {
     echo "# bench/compare.sh  $(date -u '+%Y-%m-%d %H:%M:%S UTC')  git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
-    echo "setting rounds=$ROUNDS duration_s=$DURATION clients=$CLIENTS threads=$THREADS scale=$SCALE causeway_workers=${CAUSEWAY_WORKERS:-cores} cores=$(nproc)"
+    echo "setting rounds=$ROUNDS duration_s=$DURATION clients=$CLIENTS threads=$THREADS scale=$SCALE causeway_workers=${CAUSEWAY_WORKERS:-cores} cores=$(nproc) transaction_pool_size=$TXN_POOL_SIZE"
     echo "setting pgbench=-S causeway_bench=$(echo "$BENCH_ARGS" | tr ' ' '_')"
 } >"$RESULTS"
 

@@ -9,6 +9,7 @@
 #   causeway           one primary, no replicas (every read goes to the primary)
 #   causeway-replica   a primary and one replica (reads go to the replica, with lag checks)
 #   pgbouncer          PgBouncer in session mode
+#   causeway-transaction, pgbouncer-transaction   the same in transaction mode (pool size 20)
 # Causeway runs with workers = 1 (PgBouncer is single-threaded).
 #
 #   bench/instructions.sh
@@ -88,15 +89,15 @@ sandbox() {
     printf -v "$3" '%s' "$dir"
 }
 
-causeway_config() {  # sandbox port: the sandbox's configuration, one worker, on its own port
-    sed "s/^listen = .*/listen = \"127.0.0.1:$2\"/; s/^metrics_listen = .*/metrics_listen = \"\"/; s/^\[proxy\]\$/[proxy]\nworkers = 1/" \
-        "$1/causeway.toml" | awk '!(/^workers = / && seen++)' >"$WORK_DIR/causeway-$2.toml"
+causeway_config() {  # sandbox port [pool_mode]: the sandbox's configuration, one worker, on its own port
+    sed "s/^listen = .*/listen = \"127.0.0.1:$2\"/; s/^metrics_listen = .*/metrics_listen = \"\"/; s/^\[proxy\]\$/[proxy]\nworkers = 1\npool_mode = \"${3:-session}\"/" \
+        "$1/causeway.toml" | awk '!((/^workers = / || /^pool_mode = /) && seen[$1]++)' >"$WORK_DIR/causeway-$2.toml"
     echo "$WORK_DIR/causeway-$2.toml"
 }
 
-pgbouncer_config() {  # sandbox port: prints the ini's path
+pgbouncer_config() {  # sandbox port [pool_mode]: prints the ini's path
     local dir="$WORK_DIR/pgbouncer-$2"
-    write_pgbouncer_config "$dir" "$2" "$(. "$1/sandbox.env"; echo "$PRIMARY_PORT")" session 20
+    write_pgbouncer_config "$dir" "$2" "$(. "$1/sandbox.env"; echo "$PRIMARY_PORT")" "${3:-session}" 20
     echo "$dir/pgbouncer.ini"
 }
 
@@ -110,7 +111,10 @@ start_proxy() {
     case "$arm" in
         causeway) config="$(causeway_config "$PLAIN" "$port")"; "${command[@]}" "$WORK_DIR/causeway" --config "$config" 2>/dev/null & ;;
         causeway-replica) config="$(causeway_config "$REPLICATED" "$port")"; "${command[@]}" "$WORK_DIR/causeway" --config "$config" 2>/dev/null & ;;
+        causeway-transaction) config="$(causeway_config "$PLAIN" "$port" transaction)"; "${command[@]}" "$WORK_DIR/causeway" --config "$config" 2>/dev/null & ;;
         pgbouncer) config="$(pgbouncer_config "$PLAIN" "$port")"; "${RUN_AS[@]}" "${command[@]}" "$PGBOUNCER" "$config" 2>/dev/null & ;;
+        pgbouncer-transaction) config="$(pgbouncer_config "$PLAIN" "$port" transaction)"; "${RUN_AS[@]}" "${command[@]}" "$PGBOUNCER" "$config" 2>/dev/null & ;;
+        *) say "unknown arm $arm (known: causeway causeway-replica causeway-transaction pgbouncer pgbouncer-transaction)"; exit 1 ;;
     esac
     PROXY_PID=$!
     local deadline=$((SECONDS + 120))

@@ -1126,6 +1126,8 @@ struct ConsistencyLayeringTests {
         """ + minimalTail)
     #expect(config.proxy.poolMode == .transaction)
     #expect(config.proxy.pools.maxPreparedStatements == 50)
+    #expect(config.proxy.pools.minPoolSize == 0)
+    #expect(try parse("[proxy]\nmin_pool_size = 4\n\n" + minimalTail).poolLimits(user: "app", database: "app").minPoolSize == 4)
     #expect(throws: ConfigError.self) {
         try parse("""
             [proxy]

@@ -280,3 +280,25 @@ def test_a_pooled_replica_connection_keeps_a_mid_batch_injection_apart_from_the_
             if type_ in (b"Z", b"E"):
                 break
         assert types == [b"1", b"2", b"D", b"C", b"2", b"D", b"C", b"Z"], types
+
+
+def test_min_pool_size_keeps_a_used_pool_warm_and_refills_it(make_proxy, cluster):
+    proxy = make_proxy(default_pool_size=5, min_pool_size=3, workers=1)
+    name = unique("warm")
+    with proxy.connect(application_name=name) as conn:
+        conn.execute(PRIMARY + "select 1")
+    # The pool this client used grows to min_pool_size on its own, and stays there idle.
+    wait_until(lambda: len(app_backends(cluster, cluster.primary_port, name)) == 3, timeout=10,
+               message="the pool to be filled to min_pool_size")
+    time.sleep(0.5)
+    assert len(app_backends(cluster, cluster.primary_port, name)) == 3
+    # Connections the server ends are replaced.
+    with cluster.superuser() as admin:
+        for row in app_backends(cluster, cluster.primary_port, name)[:2]:
+            admin.execute("select pg_terminate_backend(%s)", (row["pid"],))
+    wait_until(lambda: len(app_backends(cluster, cluster.primary_port, name)) == 3, timeout=10,
+               message="the pool to be refilled")
+    # A client of that pool is served by one of them, without a new login.
+    pids = {row["pid"] for row in app_backends(cluster, cluster.primary_port, name)}
+    with proxy.connect(application_name=name) as conn:
+        assert conn.execute(PRIMARY + "select pg_backend_pid()").fetchone()[0] in pids

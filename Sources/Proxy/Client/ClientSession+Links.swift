@@ -62,9 +62,17 @@ extension ClientSession: ServerLinkDelegate {
 
     // MARK: - Connections from the pool
 
-    /// The startup parameters a pooled connection must have been opened with to serve this
-    /// session (the same set that keys the greeting cache).
-    var poolParameters: [String] { GreetingCache.key(serverStartupParameters()) }
+    /// The pool of `backend` this session's connections come from: its user, database and the
+    /// startup parameters a pooled connection must have been opened with to serve it (the same
+    /// set that keys the greeting cache). Made once per backend.
+    func poolKey(for backend: Int) -> ServerPool.Key {
+        if backend < poolKeys.count, let key = poolKeys[backend] { return key }
+        let parameters = poolKeys.lazy.compactMap { $0 }.first?.parameters ?? GreetingCache.key(serverStartupParameters())
+        let key = ServerPool.Key(registry: .init(backend: backend, user: userName, database: database), parameters: parameters)
+        if backend >= poolKeys.count { poolKeys += repeatElement(nil, count: backend + 1 - poolKeys.count) }
+        poolKeys[backend] = key
+        return key
+    }
 
     /// An idle pooled connection, logged in and reset, for `backend`.
     func poolGranted(_ link: ServerLink, backend: Int) {
@@ -163,7 +171,7 @@ extension ClientSession: ServerLinkDelegate {
             cancelKey.setRunning(running)
         case let .primaryLinkReady(index, parameters):
             countOnPrimary(index)
-            worker.runtime.greetings.store(parameters, for: GreetingCache.key(serverStartupParameters()))
+            if let parameters { worker.runtime.greetings.store(parameters, for: poolKey(for: index).parameters) }
         case let .countUnit(backend, isWrite, reason):
             worker.runtime.stats.countUnit(worker.settings.counters(backend), isWrite: isWrite, reason: reason)
         case let .countProxyError(sqlState):

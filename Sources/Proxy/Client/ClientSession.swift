@@ -34,6 +34,8 @@ final class ClientSession: StreamDelegate {
     /// The server connection the client's cancel key points at (by identity: a new connection to
     /// the same backend has another server process).
     var cancelKeyTarget: ObjectIdentifier?
+    /// `poolKey(for:)`, by backend.
+    var poolKeys: [ServerPool.Key?] = []
     /// The first server login, while it is being settled.
     var firstLogin: FirstLogin?
     lazy var firstLoginObserver = FirstLoginObserver(session: self)

@@ -45,7 +45,7 @@ enum SessionAction {
     case setRunning(Bool)
     /// A link to the primary logged in: count the session there, and let later logins be
     /// greeted with these parameters.
-    case primaryLinkReady(Int, [(String, String)])
+    case primaryLinkReady(Int, [(String, String)]?)
 
     case countUnit(backend: Int, isWrite: Bool, reason: RouteReason)
     case countProxyError(String?)

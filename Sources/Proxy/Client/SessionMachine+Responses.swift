@@ -12,8 +12,9 @@ extension SessionMachine {
         let standby = greeting.parameter("in_hot_standby") == "on"
         if !standby && index == currentPrimary(env) {
             if primaryIndex == nil { primaryIndex = index }
-            // Every primary login refreshes what later logins like this one are greeted with.
-            actions.append(.primaryLinkReady(index, greeting.parameters))
+            // Every primary login refreshes what later logins like this one are greeted with (a
+            // connection lent before says only what it said at its login).
+            actions.append(.primaryLinkReady(index, server.lent ? nil : greeting.parameters))
         }
         // A connection lent before was brought to its last client's settings: its greeting
         // no longer says what it reports, and bringing it to this session's settings reports

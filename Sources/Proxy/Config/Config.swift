@@ -146,6 +146,9 @@ public struct ProxySettings: Sendable, Equatable {
 public struct PoolSettings: Sendable, Equatable {
     /// `default_pool_size`: server connections per pool.
     public var defaultPoolSize: Int = 20
+    /// `min_pool_size`: connections a pool that has served a client keeps open even when idle
+    /// (opened ahead of need, as the pool's user; not for users known only by a SCRAM verifier).
+    public var minPoolSize: Int = 0
     /// `reserve_pool_size`: extra connections a pool may open for clients that waited
     /// `reserve_pool_timeout` seconds.
     public var reservePoolSize: Int = 0
@@ -174,6 +177,7 @@ public struct PoolSettings: Sendable, Equatable {
 /// What one pool may hold, after per-user and per-database overrides.
 public struct PoolLimits: Sendable, Equatable {
     public var poolSize: Int
+    public var minPoolSize: Int = 0
     public var reservePoolSize: Int
     public var maxDBConnections: Int
     public var maxUserConnections: Int
@@ -317,7 +321,7 @@ public struct CausewayConfig: Sendable, Equatable {
         let databaseConfig = databases.first { $0.name == database }
         let pools = proxy.pools
         return PoolLimits(poolSize: userConfig?.poolSize ?? databaseConfig?.poolSize ?? pools.defaultPoolSize,
-                          reservePoolSize: pools.reservePoolSize,
+                          minPoolSize: pools.minPoolSize, reservePoolSize: pools.reservePoolSize,
                           maxDBConnections: databaseConfig?.maxDBConnections ?? pools.maxDBConnections,
                           maxUserConnections: userConfig?.maxUserConnections ?? pools.maxUserConnections)
     }

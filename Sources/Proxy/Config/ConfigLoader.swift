@@ -52,7 +52,7 @@ struct ConfigLoader {
     static let knownKeys: [String: [String]] = [
         "proxy": [
             "listen", "workers", "pool_mode", "zone", "admin_users", "metrics_listen", "auth_type",
-            "max_client_conn", "log_level", "default_pool_size", "reserve_pool_size", "reserve_pool_timeout",
+            "max_client_conn", "log_level", "default_pool_size", "min_pool_size", "reserve_pool_size", "reserve_pool_timeout",
             "max_db_connections", "max_user_connections", "server_idle_timeout", "server_lifetime",
             "server_connect_timeout", "query_wait_timeout", "server_reset_query", "max_prepared_statements",
         ],
@@ -216,6 +216,7 @@ struct ConfigLoader {
         let d = PoolSettings()
         var s = d
         s.defaultPoolSize = integer(t, "default_pool_size", default: d.defaultPoolSize, in: 1...100_000, "must be at least 1")
+        s.minPoolSize = integer(t, "min_pool_size", default: d.minPoolSize, in: 0...100_000, "must be 0 (none) or more")
         s.reservePoolSize = integer(t, "reserve_pool_size", default: d.reservePoolSize, in: 0...100_000, "must be 0 or more")
         s.reservePoolTimeout = seconds(t, "reserve_pool_timeout", default: d.reservePoolTimeout)
         s.maxDBConnections = integer(t, "max_db_connections", default: d.maxDBConnections, in: 0...Int.max,

@@ -6,10 +6,29 @@ import Synchronization
 /// logs in, is parked, reset or closed, and when a client starts or stops waiting — never per
 /// message.
 final class PoolRegistry: Sendable {
+    /// Hashed once when made: pools are looked up on every borrow and return of a connection.
     struct Key: Hashable, Sendable {
-        var backend: Int
-        var user: String
-        var database: String
+        let backend: Int
+        let user: String
+        let database: String
+        private let hashCode: Int
+
+        init(backend: Int, user: String, database: String) {
+            self.backend = backend
+            self.user = user
+            self.database = database
+            var hasher = Hasher()
+            hasher.combine(backend)
+            hasher.combine(user)
+            hasher.combine(database)
+            hashCode = hasher.finalize()
+        }
+
+        static func == (a: Key, b: Key) -> Bool {
+            a.hashCode == b.hashCode && a.backend == b.backend && a.user == b.user && a.database == b.database
+        }
+
+        func hash(into hasher: inout Hasher) { hasher.combine(hashCode) }
     }
 
     struct Counts: Sendable {
@@ -103,6 +122,14 @@ final class PoolRegistry: Sendable {
     }
 
     /// Every pool that exists or existed, for SHOW POOLS and /metrics.
+    /// Connections of `key` open or logging in, proxy-wide.
+    func openCount(_ key: Key) -> (open: Int, loggingIn: Int) {
+        pools.withLock { pools in
+            let counts = pools[key]
+            return (counts?.open ?? 0, counts?.loggingIn ?? 0)
+        }
+    }
+
     func snapshot() -> [(key: Key, counts: Counts)] {
         pools.withLock { pools in
             pools.map { ($0.key, $0.value) }.sorted {

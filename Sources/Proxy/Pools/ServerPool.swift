@@ -15,9 +15,26 @@ import Wire
 /// connections idle under other parameters closes one to make room.
 final class ServerPool: ServerLinkDelegate {
     /// Which idle connections a session may take.
+    /// Made once per session and backend, hashed once.
     struct Key: Hashable {
-        var registry: PoolRegistry.Key
-        var parameters: [String]
+        let registry: PoolRegistry.Key
+        let parameters: [String]
+        private let hashCode: Int
+
+        init(registry: PoolRegistry.Key, parameters: [String]) {
+            self.registry = registry
+            self.parameters = parameters
+            var hasher = Hasher()
+            hasher.combine(registry)
+            hasher.combine(parameters)
+            hashCode = hasher.finalize()
+        }
+
+        static func == (a: Key, b: Key) -> Bool {
+            a.hashCode == b.hashCode && a.registry == b.registry && a.parameters == b.parameters
+        }
+
+        func hash(into hasher: inout Hasher) { hasher.combine(hashCode) }
     }
 
     static let resetTag = 5
@@ -35,6 +52,10 @@ final class ServerPool: ServerLinkDelegate {
     private var resetting: [ObjectIdentifier: (link: ServerLink, failed: Bool)] = [:]
     private var loggingIn: [ObjectIdentifier: ServerLink] = [:]
     private var waiters: [Waiter] = []
+    /// Pools this worker's clients used: min_pool_size keeps them warm.
+    private var used: Set<Key> = []
+    /// Connections opened by min_pool_size, not for a client, while they log in.
+    private var warming: Set<ObjectIdentifier> = []
     /// Runs the waiters' turn on the next loop iteration (never inside another session's event).
     private var kick: UnsafeMutablePointer<uv_timer_t>?
     private var closed = false
@@ -58,8 +79,8 @@ final class ServerPool: ServerLinkDelegate {
     /// (an idle connection, already logged in), `poolMayOpen` (a slot: open a new one), or later,
     /// after waiting, either of those or `poolTimedOut`.
     func acquire(for session: ClientSession, backend: Int) {
-        let key = Key(registry: .init(backend: backend, user: session.userName, database: session.database),
-                      parameters: session.poolParameters)
+        let key = session.poolKey(for: backend)
+        if settings.minPoolSize > 0 && !used.contains(key) { used.insert(key) }
         if let link = takeIdle(key) {
             hand(link, to: session, backend: backend)
         } else if registry.reserve(key.registry, limits: limits(key), reserve: false) || makeRoom(for: key) {
@@ -283,13 +304,19 @@ final class ServerPool: ServerLinkDelegate {
         for (key, links) in idle {
             let backend = key.registry.backend
             let retired = runtimeSettings.isRemoved(backend) || topology.backend(at: backend)?.draining == true
-            for link in links where retired
-                || (settings.serverIdleTimeout > 0 && now &- link.parkedAt >= Self.nanos(settings.serverIdleTimeout))
-                || (settings.serverLifetime > 0 && now &- link.openedAt >= Self.nanos(settings.serverLifetime)) {
-                link.close()
+            // Idle past server_idle_timeout, but not below min_pool_size.
+            var spare = links.isEmpty ? 0 : max(0, registry.openCount(key.registry).open - limits(key).minPoolSize)
+            for link in links {
+                let stale = settings.serverIdleTimeout > 0 && now &- link.parkedAt >= Self.nanos(settings.serverIdleTimeout)
+                let old = settings.serverLifetime > 0 && now &- link.openedAt >= Self.nanos(settings.serverLifetime)
+                if retired || old || (stale && spare > 0) {
+                    if stale && !retired && !old { spare -= 1 }
+                    link.close()
+                }
             }
         }
         giveRoom()
+        warmUp()
         if settings.serverConnectTimeout > 0 {
             for link in loggingIn.values where now &- link.openedAt >= Self.nanos(settings.serverConnectTimeout) {
                 link.abandon(ErrorFields(severity: .fatal, sqlState: SQLState.connectionFailure,
@@ -297,6 +324,45 @@ final class ServerPool: ServerLinkDelegate {
             }
         }
         serveWaiters()
+    }
+
+    /// min_pool_size: a used pool with fewer connections (over all workers) opens one more, one
+    /// at a time, while its backend is up and in service. The connection logs in as the pool's
+    /// user with the configured password (a user known only by a SCRAM verifier needs a client's
+    /// proof, so its pools are not warmed) and the pool's startup parameters, then waits idle.
+    private func warmUp() {
+        guard !used.isEmpty, !closed else { return }
+        let runtimeSettings = worker.settings
+        let topology = worker.topology
+        for key in used {
+            let limits = self.limits(key)
+            let backend = key.registry.backend
+            guard limits.minPoolSize > 0, !runtimeSettings.isRemoved(backend),
+                  let status = topology.backend(at: backend), status.health == .up, !status.draining else { continue }
+            let user = runtimeSettings.config.user(named: key.registry.user)
+            if user?.password == nil && user?.scram != nil { continue }
+            let counts = registry.openCount(key.registry)
+            guard counts.loggingIn == 0, counts.open < limits.minPoolSize,
+                  registry.reserve(key.registry, limits: limits, reserve: false) else { continue }
+            let secret: ServerLogin.Secret = user?.password.map { .password($0) } ?? .none
+            let worker = self.worker
+            let login = ServerLogin(user: key.registry.user, secret: secret) { password, salt, iterations in
+                worker.deriveScram(password: password, salt: salt, iterations: iterations)
+            }
+            var parameters: [(String, String)] = []
+            var position = 0
+            while position + 1 < key.parameters.count {
+                parameters.append((key.parameters[position], key.parameters[position + 1]))
+                position += 2
+            }
+            let link = ServerLink(worker: worker, backend: runtimeSettings.slots[backend].backend, index: backend, login: login,
+                                  startupParameters: parameters, clientProcessID: 0)
+            link.poolKey = key
+            link.delegate = self
+            warming.insert(ObjectIdentifier(link))
+            noteLoggingIn(link)
+            link.connect()
+        }
     }
 
     /// The worker stops: every pooled connection closes, and nothing is pooled from now on.
@@ -312,9 +378,19 @@ final class ServerPool: ServerLinkDelegate {
 
     // MARK: - ServerLinkDelegate (connections being reset or idle)
 
-    func linkReady(_ link: ServerLink, greeting: ServerGreeting) {}
+    func linkReady(_ link: ServerLink, greeting: ServerGreeting) {
+        guard warming.remove(ObjectIdentifier(link)) != nil, let key = link.poolKey else { return }
+        worker.log.debug("pool_warmed", ["backend": link.backend.config.name, "user": key.registry.user,
+                                         "database": key.registry.database])
+        link.detachClient()
+        park(link, key)
+    }
 
-    func link(_ link: ServerLink, failed error: ErrorFields, duringLogin: Bool) {}
+    func link(_ link: ServerLink, failed error: ErrorFields, duringLogin: Bool) {
+        if warming.remove(ObjectIdentifier(link)) != nil {
+            worker.log.warn("pool_warm_up_failed", ["backend": link.backend.config.name, "reason": error.message ?? ""])
+        }
+    }
 
     func link(_ link: ServerLink, forward bytes: UnsafeRawBufferPointer, chunk: UnsafeMutableRawPointer, ranges: [Range<Int>]?,
               withheld: [UInt8]?) -> Bool { false }
