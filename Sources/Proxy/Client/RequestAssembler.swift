@@ -60,12 +60,6 @@ struct RequestAssembler {
             return (.syncAfterRefusal, nil)
         }
         switch request {
-        case .parse, .sync:
-            break
-        default:
-            pending.onlyParses = false
-        }
-        switch request {
         case let .query(text):
             var unit = standalone(type, body, end: .query)
             unit.classification = context.classify(text)
@@ -90,16 +84,19 @@ struct RequestAssembler {
                 return (nil, nil)
             }
         case let .bind(portal, statement):
+            pending.onlyParses = false
             if let id = noteUse(of: statement, context) {
                 pending.append(type, body, renamingAt: portal.utf8.count + 1, nameLength: statement.utf8.count, to: id)
                 return (nil, nil)
             }
         case let .describe(kind, name):
+            pending.onlyParses = false
             if kind == .statement, let id = noteUse(of: name, context) {
                 pending.append(type, body, renamingAt: 1, nameLength: name.utf8.count, to: id)
                 return (nil, nil)
             }
         case let .close(kind, name):
+            pending.onlyParses = false
             if kind == .statement { pending.closes.append((name, pending.completions)) }
             pending.completions += 1
             if kind == .statement && !name.isEmpty {
@@ -111,7 +108,9 @@ struct RequestAssembler {
             }
         case .execute:
             pending.executes = true
+            pending.onlyParses = false
         case .sync, .flush:
+            if request == .flush { pending.onlyParses = false }
             pending.append(type, body)
             pending.end = request == .sync ? .sync : .flush
             let unit = pending
@@ -121,6 +120,7 @@ struct RequestAssembler {
             // Outside a batch the data follows its COPY statement; inside one (COPY through the
             // extended protocol) it belongs to the batch.
             guard !pending.isEmpty else { return (.copy, nil) }
+            pending.onlyParses = false
         case .terminate:
             return (.terminate, nil)
         }

@@ -13,7 +13,8 @@ enum SessionAction {
     case closeLink(Int)
     /// Transaction pooling: the connection goes back to its pool as it is, holding `state`
     /// (statements, settings) for the next client; no reset.
-    case lendLink(Int, ServerSessionState)
+    /// (Indirect: the state is large, and every action is copied on its way.)
+    indirect case lendLink(Int, ServerSessionState)
     case sendToLink(Int, [UInt8])
     /// The link's response stream must treat the responses to a proxy-made request this way.
     case expect(Int, ResponseStream.Expectation)

@@ -210,6 +210,7 @@ struct RequestUnit {
         return count
     }
 
+    @inline(__always)
     private mutating func appendHeader(_ type: UInt8, bodyLength: Int) {
         // A batch (Parse, Bind, Execute, Sync) would otherwise grow the buffer three times.
         if bytes.capacity == 0 { bytes.reserveCapacity(max(256, bodyLength + 5)) }

@@ -5,7 +5,16 @@ struct WorkerSessionEnvironment: SessionEnvironment {
     /// Unowned and unsafe: held by the sessions of this worker, which the worker outlives; no
     /// reference counting on the request path.
     unowned(unsafe) let worker: Worker
-    let cancelKey: CancelRegistry.Key
+    /// Owned by the session, which owns this environment too.
+    unowned(unsafe) let cancelKey: CancelRegistry.Key
+    /// pool_mode takes a restart to change: read once.
+    let transactionPooling: Bool
+
+    init(worker: Worker, cancelKey: CancelRegistry.Key) {
+        self.worker = worker
+        self.cancelKey = cancelKey
+        transactionPooling = worker.settings.transactionPooling
+    }
 
     var now: UInt64 { worker.now }
     var topology: Topology { worker.topology }
@@ -22,8 +31,7 @@ struct WorkerSessionEnvironment: SessionEnvironment {
     }
     func backendName(_ backend: Int) -> String { worker.settings.slots[backend].backend.config.name }
     func backendLabel(_ backend: Int) -> String { worker.settings.slots[backend].backend.label }
-    var transactionPooling: Bool { worker.settings.config.proxy.poolMode == .transaction }
-    var maxPreparedStatements: Int { worker.settings.config.proxy.pools.maxPreparedStatements }
+    var maxPreparedStatements: Int { worker.settings.maxPreparedStatements }
     func statementID(query: String, parameterTypes: [UInt32]) -> UInt64 {
         worker.statements.id(query: query, parameterTypes: parameterTypes)
     }

@@ -65,7 +65,7 @@ final class ServerPool: ServerLinkDelegate {
         self.registry = registry
     }
 
-    private var settings: PoolSettings { worker.settings.config.proxy.pools }
+    private var settings: PoolSettings { worker.settings.pools }
 
     private func limits(_ key: Key) -> PoolLimits {
         worker.settings.config.poolLimits(user: key.registry.user, database: key.registry.database)

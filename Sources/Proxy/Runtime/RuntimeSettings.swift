@@ -26,6 +26,11 @@ public final class RuntimeSettings: Sendable {
     /// SCRAM keys per user: derived from plain passwords (random salt, kept across reloads while
     /// the password is unchanged) or taken from configured verifiers.
     let scramKeys: [String: ScramKeys]
+    /// Read on the request path: kept as plain values (reading them through `config` copies
+    /// nested structs).
+    let transactionPooling: Bool
+    let maxPreparedStatements: Int
+    let pools: PoolSettings
 
     init(generation: Int, config: CausewayConfig, slots: [BackendSlot], scramKeys: [String: ScramKeys]) {
         self.generation = generation
@@ -33,6 +38,9 @@ public final class RuntimeSettings: Sendable {
         self.slots = slots
         self.scramKeys = scramKeys
         reportLSN = config.routing.reportLSN
+        transactionPooling = config.proxy.poolMode == .transaction
+        maxPreparedStatements = config.proxy.pools.maxPreparedStatements
+        pools = config.proxy.pools
         policy = RoutingPolicy(
             consistency: config.routing.consistency,
             maxLagMs: config.routing.maxLagMs,
