@@ -268,3 +268,20 @@ def test_a_thousand_clients_share_a_few_dozen_server_connections(make_proxy, clu
     replica_reads = sum(1 for port in ports if port in cluster.replica_ports)
     assert len(ports) == clients // 2 * rounds
     assert replica_reads > len(ports) // 2, f"{replica_reads} of {len(ports)} reads on replicas"
+
+
+def test_read_your_writes_holds_when_each_statement_borrows_another_connection(make_proxy, cluster, table):
+    proxy = transaction_proxy(make_proxy, default_pool_size=2, workers=1)
+    name = unique("ryw")
+    with proxy.connect(application_name=name) as writer, proxy.connect(application_name=name) as other:
+        ports = []
+        for value in range(100):
+            writer.execute(f"insert into {table} (id, v) values (%s, %s)", (value, value))
+            # Another client takes a turn in between, so the next read may borrow either connection.
+            other.execute("select 1")
+            row = writer.execute(f"select v, inet_server_port() from {table} where id = %s", (value,)).fetchone()
+            assert row is not None and row[0] == value, f"write {value} not visible to its own session"
+            ports.append(row[1])
+        # Reads without a preceding write of their own still go to the replicas.
+        reads = [other.execute(f"select count(*), inet_server_port() from {table}").fetchone()[1] for _ in range(20)]
+        assert any(port in cluster.replica_ports for port in reads), reads
