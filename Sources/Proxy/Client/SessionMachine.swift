@@ -12,7 +12,9 @@ import Wire
 /// `unitWait` saying why the head waits for the cluster), `ledger` (units in flight and whether
 /// their responses are held for a retry or a token), `boundLink` (an extended batch open after a
 /// Flush), `capture` (a commit's LSN on its way), `transaction`, and one `LinkState` per server
-/// link (what that server knows of the session).
+/// link (what that server connection holds: `ServerSessionState`). In transaction pooling the
+/// session lends a connection back to its pool as soon as nothing of the client's is on it
+/// (`lendIdleLinks`) and borrows one again for the next unit.
 struct SessionMachine {
     enum Phase: Equatable {
         /// Logging in; the connection drives the handshake.
