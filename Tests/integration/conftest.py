@@ -362,6 +362,32 @@ def proxy(_session_proxy, request) -> ProxyProcess:
     assert _session_proxy.alive(), f"the proxy exited during the test with {_session_proxy.process.returncode}"
 
 
+@pytest.fixture(scope="session")
+def _transaction_proxy(cluster, workdir):
+    """The sandbox's proxy configuration in transaction mode (pool size 4), on a port of its own."""
+    port = free_port()
+    config = workdir / "proxy-transaction.toml"
+    config.write_text(cluster.config_text({"pool_mode": "transaction", "default_pool_size": 4}, listen_port=port))
+    proxy = ProxyProcess(config, port, workdir / "proxy-transaction.log", "transaction")
+    try:
+        proxy.start()
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(params=["session", "transaction"])
+def proxy_in_each_mode(request, _session_proxy, _transaction_proxy) -> ProxyProcess:
+    """The shared proxy, then the shared transaction-mode proxy: a module whose tests must hold in
+    both pool modes defines `proxy` as this."""
+    chosen = _session_proxy if request.param == "session" else _transaction_proxy
+    if not chosen.alive():
+        chosen.start()
+    _attach_log(request, chosen)
+    yield chosen
+    assert chosen.alive(), f"the proxy exited during the test with {chosen.process.returncode}"
+
+
 @pytest.fixture
 def make_proxy(cluster, workdir, request):
     """Starts extra proxies in front of the sandbox: make_proxy(max_client_conn=2, args=[...])."""

@@ -14,6 +14,12 @@ import pytest
 from conftest import CANCEL_REQUEST_CODE, Wire, unique, wait_until
 
 
+@pytest.fixture
+def proxy(proxy_in_each_mode):
+    """Each test runs through a session-mode and a transaction-mode proxy."""
+    return proxy_in_each_mode
+
+
 def sleeping_backend(cluster, application_name: str):
     """The server backend (on whichever server) of this session that is running pg_sleep."""
     for row in cluster.backends_of(application_name):

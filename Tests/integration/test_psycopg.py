@@ -13,6 +13,12 @@ import pytest
 from conftest import Wire, query_message, unique, wait_until
 
 
+@pytest.fixture
+def proxy(proxy_in_each_mode):
+    """Each test runs through a session-mode and a transaction-mode proxy."""
+    return proxy_in_each_mode
+
+
 def test_automatic_server_side_prepared_statements(proxy):
     with proxy.connect() as conn:
         assert conn.prepare_threshold == 5
@@ -33,10 +39,12 @@ def test_automatic_server_side_prepared_statements(proxy):
 def test_explicit_prepare_and_deallocate(proxy):
     with proxy.connect() as conn:
         conn.execute("select %s::text || 'x'", ("a",), prepare=True)
-        names = [r[0] for r in conn.execute("select name from pg_prepared_statements").fetchall()]
-        assert len(names) == 1
-        conn.execute("deallocate all")
-        assert conn.execute("select count(*) from pg_prepared_statements").fetchone()[0] == 0
+        # (In transaction mode the server connection may also hold other clients' statements.)
+        texts = [r[0] for r in conn.execute("select statement from pg_prepared_statements").fetchall()]
+        assert texts.count("select $1::text || 'x'") == 1, texts
+        with conn.transaction():
+            conn.execute("deallocate all")
+            assert conn.execute("select count(*) from pg_prepared_statements").fetchone()[0] == 0
         # psycopg sees the DEALLOCATE ALL command tag and forgets its statements: this runs unprepared.
         assert conn.execute("select %s::text || 'x'", ("b",)).fetchone()[0] == "bx"
 
@@ -68,7 +76,6 @@ def test_pipeline_error_aborts_the_batch_and_the_connection_recovers(proxy, tabl
         assert cursor.fetchone()[0] == 1
         conn.commit()
     assert superuser.execute(f"select array_agg(id order by id) from {table}").fetchone()[0] == [3]
-
 
 
 def test_copy_from_and_to_stdin(proxy, table, superuser):

@@ -16,6 +16,13 @@ from conftest import (HOST, PASSWORD, SYNC, bind_message, execute_message, messa
                       reset_statement_stats, statement_calls)
 
 
+@pytest.fixture
+def proxy(proxy_in_each_mode):
+    """Each test runs through a session-mode and a transaction-mode proxy: streaming clients must
+    work whichever server connection each of their transactions borrows."""
+    return proxy_in_each_mode
+
+
 def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, timeout=60))
 

@@ -7,6 +7,12 @@ from psycopg import pq
 from test_psql import psql
 
 
+@pytest.fixture
+def proxy(proxy_in_each_mode):
+    """Each test runs through a session-mode and a transaction-mode proxy."""
+    return proxy_in_each_mode
+
+
 @pytest.mark.parametrize("mode", ["eventual", "session", "strong"])
 def test_psql_gdesc_of_a_write(proxy, mode):
     name = f"gdesc_{mode}"

@@ -80,21 +80,18 @@ final class ServerLink: StreamDelegate {
         status.set(.active, client: clientProcessID)
         // The new client's session counts its Parse/Close messages from zero.
         responses.startOverClientCounts()
-        guard phase == .ready else { return }
-        if registeredServerProcess {
-            worker.runtime.cancels.forgetServerProcess(backend: backendIndex, serverPID: greeting.processID)
-        }
+        guard phase == .ready, clientProcessID != 0 else { return }
+        // (Replaces the previous client's entry.)
         worker.runtime.cancels.noteServerProcess(backend: backendIndex, serverPID: greeting.processID,
                                                  clientProcessID: clientProcessID)
         registeredServerProcess = true
     }
 
-    /// Back in its pool: no client's notifications.
+    /// Back in its pool. Notifications still carry the last client's pid until another client
+    /// borrows the connection: a NOTIFY reaches listeners when its transaction commits, by which
+    /// time transaction pooling has lent the connection back.
     func detachClient() {
         status.set(.idle)
-        guard registeredServerProcess else { return }
-        registeredServerProcess = false
-        worker.runtime.cancels.forgetServerProcess(backend: backendIndex, serverPID: greeting.processID)
     }
 
     /// Gives up on the connection (a login past server_connect_timeout): it fails with `error`.
@@ -251,9 +248,11 @@ final class ServerLink: StreamDelegate {
                 self.greeting = greeting
                 transactionStatus = greeting.status
                 phase = .ready
-                worker.runtime.cancels.noteServerProcess(backend: backendIndex, serverPID: greeting.processID,
-                                                         clientProcessID: clientProcessID)
-                registeredServerProcess = true
+                if clientProcessID != 0 {
+                    worker.runtime.cancels.noteServerProcess(backend: backendIndex, serverPID: greeting.processID,
+                                                             clientProcessID: clientProcessID)
+                    registeredServerProcess = true
+                }
                 if poolKey != nil { worker.pools.linkLoggedIn(self) }
                 let leftover = decoder.takeRemainder()
                 delegate?.linkReady(self, greeting: greeting)
