@@ -37,6 +37,11 @@ from conftest import (
 
 MONITOR_INTERVAL_S = 0.1  # [monitor] interval_ms default
 
+@pytest.fixture
+def proxy(proxy_in_each_mode):
+    """Each test runs through a session-mode and a transaction-mode proxy."""
+    return proxy_in_each_mode
+
 
 def within(timeout: float, fn, *args):
     """Runs fn(*args) in a thread; its result or exception, or AssertionError when it hangs."""
