@@ -189,6 +189,14 @@ struct ResponseStreamTests {
         #expect(forwarded == notice.encoded())
     }
 
+    @Test func aSettingsReplaySwallowsItsParameterStatusButNotANotification() throws {
+        let notice = BackendMessage.notification(processID: 1, channel: "ch", payload: "x")
+        let bytes = Self.encode([.commandComplete("SET"), .parameterStatus(name: "application_name", value: "app"), notice,
+                                 .readyForQuery(.idle)])
+        let (forwarded, _) = try Self.run(bytes, chunk: 4, expectations: [.settingsReplay(tag: 1)])
+        #expect(forwarded == notice.encoded())
+    }
+
     @Test func injectedParseCompletesAreSwallowedButAnErrorIsNot() throws {
         let ok = Self.encode([.parseComplete, .parseComplete, .bindComplete, .readyForQuery(.idle)])
         let (forwarded, _) = try Self.run(ok, chunk: 2, expectations: [.injectedCompletions(count: 1, afterClientCompletions: 0)])

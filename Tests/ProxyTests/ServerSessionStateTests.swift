@@ -32,6 +32,23 @@ struct ServerSessionStateTests {
         #expect(TrackedSettings().replaySQL(from: session.commands) == "RESET ROLE")
     }
 
+    @Test func resetReturnsToTheSessionsOwnApplicationNameNotTheConnections() {
+        var session = TrackedSettings()
+        let own = TrackedSettings.Command(name: "application_name", sql: "SET application_name = 'billing'")
+        session.setBaseline([own])
+        session.apply(Self.set("application_name", "SET application_name = 'renamed'"))
+        let reset = SessionCommand(action: .reset(name: "application_name"), sql: "RESET application_name")
+        #expect(session.resetsBaseline(reset))
+        session.apply(reset)
+        #expect(session.commands == [own])
+        session.apply(Self.set("work_mem", "SET work_mem = '64MB'"))
+        session.apply(SessionCommand(action: .resetAll, sql: "RESET ALL"))
+        #expect(session.commands == [own])
+        // A connection another client named gets this client's name.
+        #expect(session.replaySQL(from: [.init(name: "application_name", sql: "SET application_name = 'reports'")])
+            == "SET application_name = 'billing'")
+    }
+
     @Test func setLocalIsNeverKept() {
         var session = TrackedSettings()
         session.apply(SessionCommand(action: .set(name: "work_mem", value: "'1MB'"), sql: "SET LOCAL work_mem = '1MB'", isLocal: true))

@@ -285,3 +285,21 @@ def test_read_your_writes_holds_when_each_statement_borrows_another_connection(m
         # Reads without a preceding write of their own still go to the replicas.
         reads = [other.execute(f"select count(*), inet_server_port() from {table}").fetchone()[1] for _ in range(20)]
         assert any(port in cluster.replica_ports for port in reads), reads
+
+
+def test_clients_that_differ_only_in_application_name_share_connections(make_proxy, cluster):
+    proxy = transaction_proxy(make_proxy, default_pool_size=1, workers=1)
+    first_name, second_name = unique("app-a"), unique("app-b")
+    with proxy.connect(application_name=first_name) as first, proxy.connect(application_name=second_name) as second:
+        for _ in range(3):
+            first_pid, first_seen = first.execute(PRIMARY + "select pg_backend_pid(), current_setting('application_name')").fetchone()
+            second_pid, second_seen = second.execute(PRIMARY + "select pg_backend_pid(), current_setting('application_name')").fetchone()
+            # One server connection, and each client sees its own name on it.
+            assert first_pid == second_pid
+            assert (first_seen, second_seen) == (first_name, second_name)
+        assert first.info.parameter_status("application_name") == first_name
+        assert second.info.parameter_status("application_name") == second_name
+        # RESET brings back the client's own startup name, not the connection's.
+        first.execute("set application_name = 'renamed'")
+        first.execute("reset application_name")
+        assert first.execute(PRIMARY + "show application_name").fetchone()[0] == first_name

@@ -178,7 +178,7 @@ extension ClientSession {
                 beginAdminSession()
                 return
             }
-            if let parameters = worker.runtime.greetings.parameters(for: GreetingCache.key(serverStartupParameters())) {
+            if let parameters = worker.runtime.greetings.parameters(for: GreetingCache.key(sharedStartupParameters())) {
                 // Greeted as the primary greeted the last login like this one; servers are
                 // logged in to when a unit needs them.
                 greet(parameters: parameters, notices: [], status: .idle, loginLink: nil)
@@ -218,7 +218,7 @@ extension ClientSession {
                 link.delegate = self
                 var parameters = link.greeting.parameters
                 if isPrimary {
-                    worker.runtime.greetings.store(parameters, for: GreetingCache.key(serverStartupParameters()))
+                    worker.runtime.greetings.store(parameters, for: GreetingCache.key(sharedStartupParameters()))
                     countOnPrimary(index)
                 } else {
                     // Only a primary's in_hot_standby is ever reported: a client told "on" would
@@ -277,7 +277,7 @@ extension ClientSession {
             worker.deriveScram(password: password, salt: salt, iterations: iterations)
         }
         return ServerLink(worker: worker, backend: backend, index: index, login: login,
-                          startupParameters: serverStartupParameters(), clientProcessID: id)
+                          startupParameters: sharedStartupParameters(), clientProcessID: id)
     }
 
     func serverStartupParameters() -> [(String, String)] {
@@ -293,6 +293,35 @@ extension ClientSession {
         return parameters
     }
 
+    /// The startup parameters of the server connections this session can use. In transaction
+    /// pooling `application_name` is left out, as PgBouncer does: clients that differ only in it
+    /// share connections, and each one's name is SET on whichever connection it borrows
+    /// (`TrackedSettings.baseline`).
+    func sharedStartupParameters() -> [(String, String)] {
+        let parameters = serverStartupParameters()
+        guard environment.transactionPooling else { return parameters }
+        return parameters.filter { $0.0 != "application_name" }
+    }
+
+    /// Transaction pooling: the client's own `application_name` is a setting of the session, not
+    /// of the server connection it borrows.
+    func trackApplicationName() {
+        guard environment.transactionPooling,
+              let name = startup?.parameters.last(where: { $0.0 == "application_name" })?.1 else { return }
+        let literal = "'" + name.replacingOccurrences(of: "'", with: "''") + "'"
+        machine.settings.setBaseline([.init(name: "application_name", sql: "SET application_name = \(literal)")])
+    }
+
+    /// The parameters a client is greeted with: its own `application_name` when that is its own
+    /// setting rather than the server connection's.
+    func greetingParameters(_ parameters: [(String, String)]) -> [(String, String)] {
+        guard environment.transactionPooling,
+              let name = startup?.parameters.last(where: { $0.0 == "application_name" })?.1 else { return parameters }
+        var adjusted = parameters.filter { $0.0 != "application_name" }
+        adjusted.append(("application_name", name))
+        return adjusted
+    }
+
     /// The session's first link to the primary: counted in SHOW BACKENDS' sessions.
     func countOnPrimary(_ index: Int) {
         guard countedOnPrimary == nil else { return }
@@ -301,8 +330,10 @@ extension ClientSession {
     }
 
     /// Ends the login: AuthenticationOk, the parameters, the proxy's own backend key, ready.
-    private func greet(parameters: [(String, String)], notices: [ErrorFields], status: BackendMessage.TransactionStatus,
-                       loginLink: (index: Int, isPrimary: Bool)?) {
+    private func greet(parameters serverParameters: [(String, String)], notices: [ErrorFields],
+                       status: BackendMessage.TransactionStatus, loginLink: (index: Int, isPrimary: Bool)?) {
+        let parameters = greetingParameters(serverParameters)
+        trackApplicationName()
         var writer = ByteWriter(capacity: 512)
         if let saslFinal { BackendMessage.authentication(.saslFinal(saslFinal)).encode(into: &writer) }
         BackendMessage.authentication(.ok).encode(into: &writer)

@@ -67,7 +67,7 @@ extension ClientSession: ServerLinkDelegate {
     /// set that keys the greeting cache). Made once per backend.
     func poolKey(for backend: Int) -> ServerPool.Key {
         if backend < poolKeys.count, let key = poolKeys[backend] { return key }
-        let parameters = poolKeys.lazy.compactMap { $0 }.first?.parameters ?? GreetingCache.key(serverStartupParameters())
+        let parameters = poolKeys.lazy.compactMap { $0 }.first?.parameters ?? GreetingCache.key(sharedStartupParameters())
         let key = ServerPool.Key(registry: .init(backend: backend, user: userName, database: database), parameters: parameters)
         if backend >= poolKeys.count { poolKeys += repeatElement(nil, count: backend + 1 - poolKeys.count) }
         poolKeys[backend] = key

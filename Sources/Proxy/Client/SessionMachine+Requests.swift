@@ -319,7 +319,7 @@ extension SessionMachine {
         if links[index]!.server.settingsStamp != stamp {
             if let sql = settings.replaySQL(from: links[index]!.server.settings) {
                 out += FrontendMessage.query(sql).encoded()
-                actions.append(.expect(index, .internalRequest(tag: Self.settingsReplayTag)))
+                actions.append(.expect(index, .settingsReplay(tag: Self.settingsReplayTag)))
                 links[index]!.internalRequests += 1
                 // A simple query destroys the server's unnamed statement.
                 links[index]!.server.unnamed = nil

@@ -32,6 +32,9 @@ extension SessionMachine {
         var writer = ByteWriter()
         for (name, value) in parameters where reportedParameters[name] != value {
             if standby && name == "in_hot_standby" { continue }
+            // A parameter the session sets itself is brought to its value on this server before
+            // anything runs there: what the server logged in with is not the client's.
+            if settings.commands.contains(where: { $0.name == name.lowercased() }) { continue }
             BackendMessage.parameterStatus(name: name, value: value).encode(into: &writer)
             reportedParameters[name] = value
         }
@@ -171,9 +174,11 @@ extension SessionMachine {
             let rolledBack = record.sawError || transaction.failed || record.endsWithRollback
             if !rolledBack {
                 let before = TrackedSettings.Stamp(session: id, version: settings.version)
-                for command in transaction.settings + tracked { settings.apply(command) }
-                // This server ran the SETs itself: it is up to date.
-                if links.at(index)?.server.settingsStamp == before {
+                let commands = transaction.settings + tracked
+                for command in commands { settings.apply(command) }
+                // This server ran the SETs itself: it is up to date — unless it reset a setting
+                // the session starts with (its RESET gave the connection's own startup value).
+                if links.at(index)?.server.settingsStamp == before, !commands.contains(where: settings.resetsBaseline) {
                     links[index]!.server.settings = settings.commands
                     links[index]!.server.settingsStamp = TrackedSettings.Stamp(session: id, version: settings.version)
                 }

@@ -41,6 +41,29 @@ struct TrackedSettings {
         self.commands = commands
     }
 
+    /// Settings the session starts with besides its startup parameters (transaction pooling:
+    /// the client's `application_name`); RESET and RESET ALL return to them.
+    private(set) var baseline: [Command] = []
+
+    /// Whether `command` resets a baseline setting (on a server it gives the connection's own
+    /// startup value, not the session's).
+    func resetsBaseline(_ command: SessionCommand) -> Bool {
+        switch command.action {
+        case let .reset(name): baseline.contains { $0.name == name }
+        case .resetAll: !baseline.isEmpty
+        case .set: false
+        }
+    }
+
+    mutating func setBaseline(_ commands: [Command]) {
+        baseline = commands
+        for command in commands {
+            self.commands.removeAll { $0.name == command.name }
+            self.commands.append(command)
+        }
+        version += 1
+    }
+
     mutating func apply(_ command: SessionCommand) {
         guard !command.isLocal else { return }
         switch command.action {
@@ -49,16 +72,18 @@ struct TrackedSettings {
             commands.append(Command(name: name, sql: command.sql))
         case let .reset(name):
             commands.removeAll { $0.name == name }
+            if let base = baseline.first(where: { $0.name == name }) { commands.append(base) }
         case .resetAll:
             // RESET ALL leaves role and session authorization alone, as PostgreSQL does.
             commands.removeAll { $0.name != "role" && $0.name != "session_authorization" }
+            commands += baseline
         }
         version += 1
     }
 
     /// DISCARD ALL: back to the startup parameters.
     mutating func discardAll() {
-        commands.removeAll()
+        commands = baseline
         version += 1
     }
 

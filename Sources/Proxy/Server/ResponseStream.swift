@@ -15,6 +15,9 @@ struct ResponseStream {
     enum Expectation: Equatable {
         /// A whole proxy-made request: swallow everything through its ReadyForQuery.
         case internalRequest(tag: Int)
+        /// The same for a replay of the client's own settings: its ParameterStatus messages are
+        /// swallowed too (they tell the client values it was already told when it set them).
+        case settingsReplay(tag: Int)
         /// Proxy-made Parse/Close messages placed among a client's messages: swallow that many
         /// ParseComplete/CloseComplete once the client's own completions before them (the
         /// stream's `clientCompletionsSent` when they were injected) have gone by. An error ends
@@ -206,6 +209,8 @@ struct ResponseStream {
             default:
                 return false
             }
+        case .settingsReplay:
+            return type == BackendMessage.TypeByte.notification || type == BackendMessage.TypeByte.noticeResponse
         case let .injectedCompletions(_, after):
             let completion = type == BackendMessage.TypeByte.parseComplete || type == BackendMessage.TypeByte.closeComplete
             return !completion || clientCompletionsSeen < after
@@ -244,7 +249,7 @@ struct ResponseStream {
         }
         guard head < expectations.count else { return }
         switch expectations[head] {
-        case let .internalRequest(tag):
+        case let .internalRequest(tag), let .settingsReplay(tag):
             if type == BackendMessage.TypeByte.readyForQuery {
                 head += 1
                 onEvent(.internalDone(tag: tag, status: capturedStatus() ?? .idle))

@@ -174,6 +174,7 @@ struct SessionHarness {
         case let .sendToLink(index, bytes): return "send \(index) " + messageTypes(bytes)
         case let .expect(index, expectation):
             switch expectation {
+            case .settingsReplay: return "expect \(index) settings"
             case let .internalRequest(tag):
                 let name = [SessionMachine.settingsReplayTag: "settings", SessionMachine.closeTag: "closes",
                             SessionMachine.lsnCaptureTag: "capture"][tag] ?? "tag\(tag)"
