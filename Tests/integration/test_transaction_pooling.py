@@ -303,3 +303,17 @@ def test_clients_that_differ_only_in_application_name_share_connections(make_pro
         first.execute("set application_name = 'renamed'")
         first.execute("reset application_name")
         assert first.execute(PRIMARY + "show application_name").fetchone()[0] == first_name
+
+
+def test_after_a_cancel_the_connection_goes_back_to_the_pool_without_the_client_sending_more(make_proxy, cluster):
+    # One connection: a client that was cancelled and then stays silent must not keep it.
+    proxy = transaction_proxy(make_proxy, default_pool_size=1, workers=1)
+    name = unique("cancelled")
+    with proxy.connect(application_name=name) as victim, proxy.connect(application_name=name) as other:
+        timer = threading.Timer(0.4, victim.cancel)
+        timer.start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            victim.execute(PRIMARY + "select pg_sleep(10)")
+        done = threading.Event()
+        threading.Thread(target=lambda: (other.execute(PRIMARY + "select 1"), done.set()), daemon=True).start()
+        assert done.wait(5), "the cancelled client kept the only server connection"

@@ -253,9 +253,9 @@ final class ClientSession: StreamDelegate {
     /// Called by the worker every few milliseconds while this session waits (for a replica to
     /// catch up, or for RESUME). Returns true when it no longer needs waking.
     func topologyChanged() -> Bool {
-        guard phase == .relaying, machine.view.needsTopologyWake else { return true }
+        guard phase == .relaying, machine.view.needsTopologyWake || machine.view.heldForCancel else { return true }
         feed(.topologyChanged)
-        return !machine.view.needsTopologyWake
+        return !machine.view.needsTopologyWake && !machine.view.heldForCancel
     }
 
     /// DRAIN or a reload removed backends: the machine lets go of links to them.

@@ -131,6 +131,8 @@ struct SessionMachine {
     var avoided: [Int: UInt64] = [:]
     /// The link the client's cancel requests go to (told to the connection when it changes).
     var cancelKeyLink: Int?
+    /// A connection the client is done with waits for a cancel on its way to it.
+    var heldForCancel = false
     /// A graceful shutdown waits for the session to become quiet.
     var shuttingDown = false
     private var publishedRunning = false
@@ -141,6 +143,9 @@ struct SessionMachine {
         var headLink: Int?
         var acceptsClientInput = false
         var needsTopologyWake = false
+        /// A connection is kept only until a cancel on its way to it has arrived: wake the
+        /// session soon to lend it.
+        var heldForCancel = false
         var statusCode = UInt32(ClientState.loggingIn.rawValue)
     }
 
@@ -266,7 +271,7 @@ struct SessionMachine {
             actions.append(.setRunning(publishedRunning))
         }
         view = View(holdingLink: ledger.holding.link, headLink: ledger.headLink, acceptsClientInput: acceptsClientInput,
-                    needsTopologyWake: needsTopologyWake, statusCode: statusCode)
+                    needsTopologyWake: needsTopologyWake, heldForCancel: heldForCancel, statusCode: statusCode)
     }
 
     private mutating func greeted(status: BackendMessage.TransactionStatus, parameters: [(String, String)],
@@ -316,6 +321,8 @@ struct SessionMachine {
     /// WITH HOLD cursors, SQL PREPARE, LISTEN, untracked settings) keeps the connection it lives
     /// on. So does a cancel on its way to the server: lent, it would hit another client's query.
     mutating func lendIdleLinks(_ env: some SessionEnvironment) {
+        let wasHeld = heldForCancel
+        heldForCancel = false
         guard phase == .relaying, ledger.isEmpty, waiting.isEmpty, boundLink == nil, capture == .none,
               transaction.status == .idle, deferredCaptureLink == nil, requests.pending.isEmpty else { return }
         var cancelsQuiet = false
@@ -324,7 +331,13 @@ struct SessionMachine {
                   state.status == .idle else { continue }
             if !pins.isEmpty && (index == primaryIndex || index == currentPrimary(env)) { continue }
             if !cancelsQuiet {
-                guard env.quietCancels() else { return }
+                guard env.quietCancels() else {
+                    // Lent once the server has the cancel: look again in a moment.
+                    heldForCancel = true
+                    // (The worker keeps waking the session while it is held.)
+                    if !wasHeld { actions.append(.waitForTopology) }
+                    return
+                }
                 cancelsQuiet = true
             }
             var server = state.server
