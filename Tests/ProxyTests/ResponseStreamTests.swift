@@ -119,6 +119,26 @@ struct ResponseStreamTests {
         #expect(forwarded == Self.encode([.bindComplete, .readyForQuery(.idle)]))
     }
 
+    @Test func anErrorVoidsEveryInjectionLeftInItsBatchButNotTheNextBatchs() throws {
+        // Bind (fails), then two client Parses each preceded by an injected Close, Sync; the
+        // server skips both. The next batch's own ParseComplete must reach the client, and its
+        // injected one must still be swallowed.
+        var stream = ResponseStream()
+        stream.expect(.injectedCompletions(count: 1, afterClientCompletions: 0))
+        stream.expect(.injectedCompletions(count: 1, afterClientCompletions: 1))
+        stream.noteClientMessages(completions: 2, readies: 1)
+        let failed = Self.encode([.errorResponse(ErrorFields(severity: .error, sqlState: "22012", message: "division by zero")),
+                                  .readyForQuery(.idle)])
+        _ = try Self.run(failed, chunk: 3, stream: stream, keep: &stream)
+        stream.noteClientMessages(completions: 1, readies: 0)
+        stream.expect(.injectedCompletions(count: 1, afterClientCompletions: stream.clientCompletionsSent))
+        stream.noteClientMessages(completions: 0, readies: 1)
+        let next = Self.encode([.parseComplete, .parseComplete, .bindComplete, .readyForQuery(.idle)])
+        let (forwarded, _) = try Self.run(next, chunk: 2, stream: stream, keep: &stream)
+        #expect(forwarded == Self.encode([.parseComplete, .bindComplete, .readyForQuery(.idle)]))
+        #expect(!stream.hasExpectations)
+    }
+
     @Test func aPooledConnectionsNextClientCountsItsCompletionsFromZero() throws {
         // A connection served one client (three Parse messages), went back to its pool and now
         // serves another, whose session counts its own Parse messages from zero. The injection

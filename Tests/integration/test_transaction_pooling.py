@@ -45,8 +45,9 @@ def test_clients_take_turns_on_one_server_connection_between_transactions(make_p
         assert len(pids) == 1
         assert server_pids(cluster, cluster.primary_port, name) == pids
         # SHOW SERVERS lists it, idle in its pool between transactions.
-        servers = [row for row in admin_rows(proxy, "SHOW SERVERS") if row[0] == "primary" and row[1] == "app"]
-        assert [(row[3], row[4], row[5]) for row in servers] == [("idle", None, str(pids.pop()))], servers
+        everything = admin_rows(proxy, "SHOW SERVERS")
+        servers = [row for row in everything if row[0] == "primary" and row[1] == "app"]
+        assert [(row[3], row[4], row[5]) for row in servers] == [("idle", None, str(pids.pop()))], everything
         # Inside a transaction a second client waits for the connection, then gets it.
         first.execute("begin")
         first.execute(f"insert into {table} (id, v) values (100, 1)")

@@ -123,8 +123,11 @@ extension ClientSession: ServerLinkDelegate {
             client.write(bytes)
         case let .openLink(index):
             worker.pools.acquire(for: self, backend: index)
-        case let .closeLink(index):
-            if let link = serverLinks.removeValue(forKey: index) { worker.pools.release(link, reusable: true) }
+        case let .closeLink(index, state):
+            if let link = serverLinks.removeValue(forKey: index) {
+                if let state { link.sessionState = state }
+                worker.pools.release(link, reusable: true)
+            }
         case let .lendLink(index, state):
             if let link = serverLinks.removeValue(forKey: index) {
                 if cancelKeyTarget == ObjectIdentifier(link) { cancelKeyTarget = nil }

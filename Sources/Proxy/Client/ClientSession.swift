@@ -309,6 +309,8 @@ final class ClientSession: StreamDelegate {
         worker.pools.cancelWaits(for: self)
         // Connections the client left idle go back to their pools (reset there); any other closes.
         for (index, link) in serverLinks {
+            // What the connection holds now, for the pool's reset to start from.
+            if let state = machine.links.at(index) { link.sessionState = state.server }
             worker.pools.release(link, reusable: wasRelaying && !isAdmin && machine.isReleasable(index))
         }
         serverLinks.removeAll()

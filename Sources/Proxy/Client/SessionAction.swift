@@ -10,7 +10,8 @@ enum SessionAction {
     case openLink(Int)
     /// The session is done with its connection to this backend: it goes back to its pool (or
     /// closes, if it cannot serve another client).
-    case closeLink(Int)
+    /// `state`: what it holds, for the pool's reset to start from.
+    indirect case closeLink(Int, ServerSessionState?)
     /// Transaction pooling: the connection goes back to its pool as it is, holding `state`
     /// (statements, settings) for the next client; no reset.
     /// (Indirect: the state is large, and every action is copied on its way.)

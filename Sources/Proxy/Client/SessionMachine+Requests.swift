@@ -99,7 +99,7 @@ extension SessionMachine {
             return
         }
         if env.transactionPooling && unit.onlyParses && unit.end == .sync && !unit.parses.isEmpty
-            && transaction.status == .idle && boundLink == nil {
+            && transaction.status == .idle && boundLink == nil && ledger.isEmpty {
             // Only preparing, outside a transaction (libpq's PQprepare, pgbench -M prepared):
             // the proxy takes note and answers; each server connection gets the statement when a
             // client first runs it there (an error in its text is reported then). A client that
@@ -114,7 +114,7 @@ extension SessionMachine {
             return
         }
         if unit.end == .query, let name = unit.classification?.deallocates, unit.classification?.statementCount == 1,
-           statements[name] != nil, transaction.status != .failed, boundLink == nil {
+           statements[name] != nil, transaction.status != .failed, boundLink == nil, ledger.isEmpty {
             // DEALLOCATE of a protocol-level statement (psycopg evicts its statements this way):
             // servers know it under the proxy's name, which other clients may share, so the
             // proxy answers it. A name the client did not prepare this way goes to the server.
@@ -341,6 +341,12 @@ extension SessionMachine {
                 links[index]!.server.touch(statement.id)
                 continue
             } else {
+                if links[index]!.server.isUncertain(statement.id) {
+                    if parses == nil { parses = ByteWriter() }
+                    FrontendMessage.close(kind: .statement, name: ServerSessionState.statementName(statement.id))
+                        .encode(into: &parses!)
+                    injectedParses += 1
+                }
                 links[index]!.server.touch(statement.id)
             }
             if parses == nil { parses = ByteWriter() }
@@ -357,8 +363,9 @@ extension SessionMachine {
                 links[index]!.server.unnamed = parse.statement.id
                 continue
             }
-            if links[index]!.server.has(parse.statement.id) { reparsed.append(parse) }
-            links[index]!.server.touch(parse.statement.id)
+            let id = parse.statement.id
+            if links[index]!.server.has(id) || links[index]!.server.isUncertain(id) { reparsed.append(parse) }
+            links[index]!.server.touch(id)
         }
         // Beyond max_prepared_statements, the least recently used go (not those this unit uses).
         let evicted = links[index]!.server.evict(toFit: env.maxPreparedStatements, keepFrom: firstTick)
@@ -511,9 +518,9 @@ extension SessionMachine {
 
     /// Closes a link the session no longer needs.
     mutating func closeLink(_ index: Int) {
-        links.take(index)
+        let state = links.take(index)
         if lastLink == index { lastLink = nil }
         if cancelKeyLink == index { cancelKeyLink = nil }
-        actions.append(.closeLink(index))
+        actions.append(.closeLink(index, state?.server))
     }
 }

@@ -178,9 +178,18 @@ extension SessionMachine {
                 for command in commands { settings.apply(command) }
                 // This server ran the SETs itself: it is up to date — unless it reset a setting
                 // the session starts with (its RESET gave the connection's own startup value).
-                if links.at(index)?.server.settingsStamp == before, !commands.contains(where: settings.resetsBaseline) {
-                    links[index]!.server.settings = settings.commands
-                    links[index]!.server.settingsStamp = TrackedSettings.Stamp(session: id, version: settings.version)
+                if links.at(index)?.server.settingsStamp == before {
+                    if commands.contains(where: settings.resetsBaseline) {
+                        // The server's RESET gave it the connection's own startup value: its
+                        // record follows what it ran, and the next unit brings it to the session's.
+                        var applied = TrackedSettings(links[index]!.server.settings)
+                        for command in commands { applied.apply(command) }
+                        links[index]!.server.settings = applied.commands
+                        links[index]!.server.settingsStamp = nil
+                    } else {
+                        links[index]!.server.settings = settings.commands
+                        links[index]!.server.settingsStamp = TrackedSettings.Stamp(session: id, version: settings.version)
+                    }
                 }
             }
             transaction.settings.removeAll()

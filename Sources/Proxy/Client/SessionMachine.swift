@@ -329,7 +329,9 @@ struct SessionMachine {
         for index in links.indices {
             guard let state = links[index], state.phase == .ready, state.internalRequests == 0,
                   state.status == .idle else { continue }
-            if !pins.isEmpty && (index == primaryIndex || index == currentPrimary(env)) { continue }
+            // State that cannot move may live on a replica too (a read-only transaction's WITH
+            // HOLD cursor or session advisory lock): a pinned session keeps all its connections.
+            if !pins.isEmpty { continue }
             if !cancelsQuiet {
                 guard env.quietCancels() else {
                     // Lent once the server has the cancel: look again in a moment.

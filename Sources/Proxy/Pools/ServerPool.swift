@@ -55,7 +55,9 @@ final class ServerPool: ServerLinkDelegate {
     /// Pools this worker's clients used: min_pool_size keeps them warm.
     private var used: Set<Key> = []
     /// Connections opened by min_pool_size, not for a client, while they log in.
-    private var warming: Set<ObjectIdentifier> = []
+    private var warming: [ObjectIdentifier: ServerLink] = [:]
+    /// A pool whose warm-up login failed is not warmed again before this time (monotonic ns).
+    private var warmUpRetry: [Key: UInt64] = [:]
     /// Runs the waiters' turn on the next loop iteration (never inside another session's event).
     private var kick: UnsafeMutablePointer<uv_timer_t>?
     private var closed = false
@@ -341,6 +343,7 @@ final class ServerPool: ServerLinkDelegate {
                   let status = topology.backend(at: backend), status.health == .up, !status.draining else { continue }
             let user = runtimeSettings.config.user(named: key.registry.user)
             if user?.password == nil && user?.scram != nil { continue }
+            if let retry = warmUpRetry[key], worker.now < retry { continue }
             let counts = registry.openCount(key.registry)
             guard counts.loggingIn == 0, counts.open < limits.minPoolSize,
                   registry.reserve(key.registry, limits: limits, reserve: false) else { continue }
@@ -359,7 +362,7 @@ final class ServerPool: ServerLinkDelegate {
                                   startupParameters: parameters, clientProcessID: 0)
             link.poolKey = key
             link.delegate = self
-            warming.insert(ObjectIdentifier(link))
+            warming[ObjectIdentifier(link)] = link
             noteLoggingIn(link)
             link.connect()
         }
@@ -370,6 +373,7 @@ final class ServerPool: ServerLinkDelegate {
         closed = true
         for links in idle.values { for link in links { link.close() } }
         for entry in resetting.values { entry.link.close() }
+        for link in warming.values { link.close() }
         if let kick {
             self.kick = nil
             kick.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { uv_close($0, freeHandleCallback) }
@@ -379,7 +383,12 @@ final class ServerPool: ServerLinkDelegate {
     // MARK: - ServerLinkDelegate (connections being reset or idle)
 
     func linkReady(_ link: ServerLink, greeting: ServerGreeting) {
-        guard warming.remove(ObjectIdentifier(link)) != nil, let key = link.poolKey else { return }
+        guard warming.removeValue(forKey: ObjectIdentifier(link)) != nil, let key = link.poolKey else { return }
+        guard !closed else {
+            link.close()
+            return
+        }
+        warmUpRetry.removeValue(forKey: key)
         worker.log.debug("pool_warmed", ["backend": link.backend.config.name, "user": key.registry.user,
                                          "database": key.registry.database])
         link.detachClient()
@@ -387,7 +396,10 @@ final class ServerPool: ServerLinkDelegate {
     }
 
     func link(_ link: ServerLink, failed error: ErrorFields, duringLogin: Bool) {
-        if warming.remove(ObjectIdentifier(link)) != nil {
+        if warming.removeValue(forKey: ObjectIdentifier(link)) != nil, let key = link.poolKey {
+            // Not again for a while: a wrong password or a refused login would otherwise be
+            // retried at every upkeep.
+            warmUpRetry[key] = worker.now &+ Self.nanos(5)
             worker.log.warn("pool_warm_up_failed", ["backend": link.backend.config.name, "reason": error.message ?? ""])
         }
     }

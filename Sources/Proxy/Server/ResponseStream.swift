@@ -22,7 +22,8 @@ struct ResponseStream {
         /// ParseComplete/CloseComplete once the client's own completions before them (the
         /// stream's `clientCompletionsSent` when they were injected) have gone by. An error ends
         /// the swallowing (the client must see it; the server skips to Sync).
-        case injectedCompletions(count: Int, afterClientCompletions: Int)
+        /// `batch` is filled in by `expect`: which client batch (counted by its Sync) they are in.
+        case injectedCompletions(count: Int, afterClientCompletions: Int, batch: Int = 0)
         /// Client requests already in flight ahead of a later internal one: forward through that
         /// many ReadyForQuery messages.
         case clientReadies(count: Int)
@@ -54,6 +55,9 @@ struct ResponseStream {
     private(set) var clientCompletionsSent = 0
     private var clientCompletionsSeen = 0
     private var completionsAtReady: [Int] = []
+    /// Client batches (ReadyForQuery messages) noted so far, and those whose ReadyForQuery came.
+    private var readiesNoted = 0
+    private var readiesSeen = 0
 
     private var headerBytes: (UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0)
     private var headerCount = 0
@@ -82,6 +86,7 @@ struct ResponseStream {
     /// `readies` ReadyForQuery (Sync, Query) — or a Sync of the proxy's that ends a client batch.
     mutating func noteClientMessages(completions: Int, readies: Int) {
         clientCompletionsSent += completions
+        readiesNoted += readies
         for _ in 0..<readies { completionsAtReady.append(clientCompletionsSent) }
     }
 
@@ -92,11 +97,23 @@ struct ResponseStream {
         guard completionsAtReady.isEmpty, !hasExpectations, isAtBoundary else { return }
         clientCompletionsSent = 0
         clientCompletionsSeen = 0
+        readiesNoted = 0
+        readiesSeen = 0
     }
 
     private mutating func readyArrived() {
         guard !completionsAtReady.isEmpty else { return }
         clientCompletionsSeen = max(clientCompletionsSeen, completionsAtReady.removeFirst())
+        readiesSeen += 1
+        dropInjectedCompletions(ofBatchesBefore: readiesSeen)
+    }
+
+    /// Injected completions of batches up to `batch` that will never come: the server skipped to
+    /// the batch's Sync after an error.
+    private mutating func dropInjectedCompletions(ofBatchesBefore batch: Int) {
+        while head < expectations.count, case let .injectedCompletions(_, _, owner) = expectations[head], owner < batch {
+            head += 1
+        }
     }
 
     mutating func expect(_ expectation: Expectation) {
@@ -104,7 +121,12 @@ struct ResponseStream {
             expectations.removeAll(keepingCapacity: true)
             head = 0
         }
-        expectations.append(expectation)
+        if case let .injectedCompletions(count, after, _) = expectation {
+            // They belong to the batch whose Sync is the next one noted.
+            expectations.append(.injectedCompletions(count: count, afterClientCompletions: after, batch: readiesNoted))
+        } else {
+            expectations.append(expectation)
+        }
     }
 
     /// Bytes withheld from earlier reads that go to the client before this read's ranges.
@@ -211,7 +233,7 @@ struct ResponseStream {
             }
         case .settingsReplay:
             return type == BackendMessage.TypeByte.notification || type == BackendMessage.TypeByte.noticeResponse
-        case let .injectedCompletions(_, after):
+        case let .injectedCompletions(_, after, _):
             let completion = type == BackendMessage.TypeByte.parseComplete || type == BackendMessage.TypeByte.closeComplete
             return !completion || clientCompletionsSeen < after
         case .clientReadies:
@@ -236,8 +258,9 @@ struct ResponseStream {
             case BackendMessage.TypeByte.errorResponse:
                 onEvent(.clientError(capturing ? capture[...] : nil))
                 if capturing, Self.isFatal(capture[...]) { onEvent(.fatalError) }
-                // An error cancels the rest of an injected-completion run: the server skips to Sync.
-                if head < expectations.count, case .injectedCompletions = expectations[head] { head += 1 }
+                // An error cancels every injected-completion run left in its batch: the server
+                // skips to Sync.
+                dropInjectedCompletions(ofBatchesBefore: readiesSeen + 1)
             case BackendMessage.TypeByte.copyInResponse:
                 onEvent(.copyInStarted)
             case BackendMessage.TypeByte.copyOutResponse:
@@ -256,11 +279,11 @@ struct ResponseStream {
             } else {
                 onEvent(.internalMessage(tag: tag, type: type, body: capturing ? capture[...] : nil))
             }
-        case let .injectedCompletions(remaining, after):
+        case let .injectedCompletions(remaining, after, batch):
             if remaining <= 1 {
                 head += 1
             } else {
-                expectations[head] = .injectedCompletions(count: remaining - 1, afterClientCompletions: after)
+                expectations[head] = .injectedCompletions(count: remaining - 1, afterClientCompletions: after, batch: batch)
             }
         case let .batchEnd(tag):
             head += 1

@@ -13,6 +13,9 @@ struct ServerSessionState {
     private(set) var tick: UInt64 = 0
     /// The statement id whose text the server's unnamed statement holds, if known.
     var unnamed: UInt64?
+    /// Statements that may or may not exist here (a DISCARD ALL or DEALLOCATE ALL was sent and
+    /// may have failed): prepared again with a Close first, which succeeds either way.
+    private(set) var uncertain: Set<UInt64> = []
     /// Settings applied on top of the startup parameters, as `TrackedSettings` keeps them.
     var settings: [TrackedSettings.Command] = []
     /// The session and settings version that last brought `settings` up to date: while they
@@ -26,11 +29,16 @@ struct ServerSessionState {
 
     func has(_ id: UInt64) -> Bool { statements[id] != nil }
 
+    func isUncertain(_ id: UInt64) -> Bool { !uncertain.isEmpty && uncertain.contains(id) }
+
     /// A statement was prepared here, or used again.
     mutating func touch(_ id: UInt64) {
         tick &+= 1
         statements[id] = tick
+        if !uncertain.isEmpty { uncertain.remove(id) }
     }
+
+
 
     /// The ids to close so that at most `cap` remain, least recently used first; those touched
     /// at or after `keepFrom` (the unit being sent uses them) stay even beyond the cap.
@@ -46,15 +54,17 @@ struct ServerSessionState {
     var nextTick: UInt64 { tick &+ 1 }
 
     /// DISCARD ALL ran here (the client's, or the pool's reset): nothing of any client remains.
+    /// (Sent, not yet known to have succeeded: the statements become uncertain.)
     mutating func discardAll() {
-        statements.removeAll()
+        deallocateAll()
         unnamed = nil
         settings.removeAll()
         settingsStamp = nil
     }
 
-    /// DEALLOCATE ALL ran here.
+    /// DEALLOCATE ALL ran here (or was sent: it may yet fail).
     mutating func deallocateAll() {
+        uncertain.formUnion(statements.keys)
         statements.removeAll()
     }
 

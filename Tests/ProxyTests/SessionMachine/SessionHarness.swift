@@ -169,7 +169,7 @@ struct SessionHarness {
         switch action {
         case let .writeClient(bytes): return "client " + messageTypes(bytes)
         case let .openLink(index): return "open \(index)"
-        case let .closeLink(index): return "close \(index)"
+        case let .closeLink(index, _): return "close \(index)"
         case let .lendLink(index, _): return "lend \(index)"
         case let .sendToLink(index, bytes): return "send \(index) " + messageTypes(bytes)
         case let .expect(index, expectation):
@@ -179,7 +179,7 @@ struct SessionHarness {
                 let name = [SessionMachine.settingsReplayTag: "settings", SessionMachine.closeTag: "closes",
                             SessionMachine.lsnCaptureTag: "capture"][tag] ?? "tag\(tag)"
                 return "expect \(index) \(name)"
-            case let .injectedCompletions(count, after): return "expect \(index) injected=\(count) after=\(after)"
+            case let .injectedCompletions(count, after, _): return "expect \(index) injected=\(count) after=\(after)"
             case let .clientReadies(count): return "expect \(index) readies=\(count)"
             case .batchEnd: return "expect \(index) batchEnd"
             }

@@ -149,6 +149,20 @@ struct SessionTransactionPoolingTests {
             == ["expect 0 injected=1 after=0", "send 0 P B E S Q", "note 0 readies=1", "expect 0 capture"])
     }
 
+    @Test func statementsADiscardAllMayHaveDroppedAreClosedBeforeTheyArePreparedAgain() {
+        // DISCARD ALL inside a transaction block fails: the statements may still be there.
+        var session = SessionHarness(loginLink: 0, configure: Self.primaryOnly)
+        _ = session.client(.parse("s1", "INSERT INTO t VALUES ($1)"), .sync)
+        _ = session.ready(0)
+        let id = session.machine.statements["s1"]!.id
+        _ = session.query("DISCARD ALL")
+        #expect(session.machine.links.at(0)?.server.isUncertain(id) == true)
+        _ = session.ready(0)
+        _ = session.captured(0, "0/3000")
+        _ = session.client(.bind("s1"), .execute(), .sync)
+        #expect(session.sentMessages(0).prefix(2) == ["C S causeway_\(id)", "P causeway_\(id)"])
+    }
+
     @Test func beyondTheCapTheLeastRecentlyUsedStatementsAreClosed() {
         var session = SessionHarness(loginLink: 0) {
             $0.maxPreparedStatements = 2
