@@ -108,9 +108,7 @@ extension SessionMachine {
             for parse in unit.parses { statements[parse.name] = parse.statement }
             var reply = [[UInt8]](repeating: BackendMessage.parseComplete.encoded(), count: unit.parses.count)
             reply.append(BackendMessage.readyForQuery(.idle).encoded())
-            var local = RequestUnit()
-            local.localReply = reply
-            dispatch(local, env)
+            replyLocally(reply, env)
             return
         }
         if unit.end == .query, let name = unit.classification?.deallocates, unit.classification?.statementCount == 1,
@@ -119,10 +117,8 @@ extension SessionMachine {
             // servers know it under the proxy's name, which other clients may share, so the
             // proxy answers it. A name the client did not prepare this way goes to the server.
             statements.removeValue(forKey: name)
-            var local = RequestUnit()
-            local.localReply = [BackendMessage.commandComplete("DEALLOCATE").encoded(),
-                                BackendMessage.readyForQuery(transaction.status).encoded()]
-            dispatch(local, env)
+            replyLocally([BackendMessage.commandComplete("DEALLOCATE").encoded(),
+                          BackendMessage.readyForQuery(transaction.status).encoded()], env)
             return
         }
         let target: Int
@@ -305,8 +301,13 @@ extension SessionMachine {
         } else {
             reply.append(BackendMessage.readyForQuery(transaction.status == .idle ? .idle : .failed).encoded())
         }
+        replyLocally(reply, env)
+    }
+
+    /// Messages the proxy answers with itself, in order after whatever is in flight.
+    private mutating func replyLocally(_ messages: [[UInt8]], _ env: some SessionEnvironment) {
         var local = RequestUnit()
-        local.localReply = reply
+        local.localReply = messages
         dispatch(local, env)
     }
 

@@ -81,12 +81,6 @@ struct TrackedSettings {
         version += 1
     }
 
-    /// DISCARD ALL: back to the startup parameters.
-    mutating func discardAll() {
-        commands = baseline
-        version += 1
-    }
-
     /// One simple-query text that brings a server with `applied` settings to these: RESET
     /// what it has that the session does not, SET what differs, in the session's order. Nil
     /// when they already agree.

@@ -61,8 +61,6 @@ public final class CancelRegistry: Sendable {
                 return target
             }
         }
-
-        var cancelInFlight: Bool { state.withLock { $0.inFlight > 0 } }
     }
 
     private struct State {
